@@ -1,0 +1,76 @@
+"""Defaults shared by every config: PAH as the paper's text describes it (DESIGN §2-4).
+
+Every other config imports `get_config()` from here and overrides what differs, so the
+full set of keys is visible in one place. `pah_jax.config_check` validates them.
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  # pah | finetune | joint | lwf | ewc | si | agem | derpp | hnet (baselines as they land).
+  c.method = "pah"
+
+  c.data = d = ml_collections.ConfigDict()
+  d.name = "cifar100"  # cifar100 | tiny_imagenet | fashion_mnist | npz
+  d.path = ""  # TFDS data_dir (manual files under <path>/downloads/manual), IDX dir, or .npz file
+  d.num_tasks = 10
+  d.class_order = "sequential"  # sequential (paper, official code) | random (seeded by `seed`)
+  d.max_train_per_task = 0  # 0 = all; otherwise a stratified subsample
+  d.max_test_per_task = 0
+  d.normalization = "dataset"  # dataset (per-data-set mean/std) | half (official: mean 0.5, std 0.5)
+  d.download = False  # let TFDS download when the files are absent (needs internet)
+
+  c.model = m = ml_collections.ConfigDict()
+  m.stem = "cifar"  # cifar (3x3 conv, no max-pool) | imagenet (7x7/2 + max-pool, torchvision)
+  m.width = 1.0  # ResNet-18 width factor: 1.0 = 64-128-256-512 channels, feature D = 512 * width
+  # BatchNorm outside the training forward (evaluation, teacher, prototype passes):
+  # running = running statistics, updated only by the current model's training batches;
+  # batch = batch statistics everywhere (official code never calls model.eval()).
+  m.batch_norm = "running"
+  m.dtype = "float32"  # float32 | bfloat16 (compute dtype; parameters stay float32)
+
+  c.hypernet = h = ml_collections.ConfigDict()
+  h.hidden = 16  # official code's only shipped config: 16 units ...
+  h.layers = 1  # ... and 1 extra hidden layer (in -> 16 -> 16 -> C*D)
+  h.activation = "leaky_relu"  # leaky_relu (slope 0.01, official) | relu | gelu
+  h.use_bias = False  # official: no biases in the hypernetwork
+  h.head_bias = False  # official: the generated head is a weight matrix only
+  h.last_layer_scale = 0.1  # official: Kaiming fan-in init, last layer divided by 10
+
+  c.pah = p = ml_collections.ConfigDict()
+  p.prototype_size = 10  # s: prototypes are s x s images (paper ablation 5/10/16/20)
+  p.prototype_init = "semantic"  # semantic | random
+  p.semantic_init = "resize"  # resize (paper: whole image resized) | crop (official: centre crop, channel mean)
+  p.prototype_channels = 0  # 0 = the data's channels; official: 1 (grey, repeated for the backbone)
+  p.random_init_mean = 0.5  # official nn.Embedding init N(0.5, 0.1)
+  p.random_init_std = 0.1
+  p.exclude_init_images = False  # official: the chosen image is removed from training
+  p.lambda_sm = 0.5  # eq. 6 "stability" weight of L_sm (paper best 0.5)
+  p.lambda_sp = 1.0  # eq. 6 weight of L_sp (paper best 1.0)
+  p.temperature = 2.0  # T of eq. 4-5, loss scaled by T^2
+  p.kl_direction = "old_new"  # old_new = KL(old || new) (paper) | new_old (official code)
+  p.old_task_reduction = "mean"  # mean over j < k (paper) | sum (official code)
+  # masked = one optax-masked update of the prototypes from L_sp (paper text);
+  # official = second AdamW on the prototypes fed grad(L_hm + lambda_sm L_sm) + grad(L_sp).
+  p.prototype_update = "masked"
+
+  c.optim = o = ml_collections.ConfigDict()
+  o.lr_backbone = 1e-4  # official AdamW groups
+  o.lr_hypernet = 1e-3
+  o.lr_prototypes = 1e-3
+  o.weight_decay = 0.01  # official: PyTorch's AdamW default (its configured decay is ignored)
+  o.b1 = 0.9
+  o.b2 = 0.999
+  o.eps = 1e-8
+
+  c.train = t = ml_collections.ConfigDict()
+  t.epochs = 15
+  t.batch_size = 64
+  t.eval_batch_size = 500  # running-statistics evaluation only; batch mode evaluates at batch_size
+  t.augment = False  # random crop (pad 4) + horizontal flip, on device
+  t.log_every_steps = 50
+  t.keep_checkpoints = 2
+  return c

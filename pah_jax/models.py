@@ -1,0 +1,126 @@
+"""Flax modules: the ResNet-18 backbone beta_theta and the hypernetwork Upsilon (DESIGN §2).
+
+Both are plain `flax.linen` modules; everything PAH does with them (heads generated from
+prototypes, prototype forwards, losses) lives in `pah.py` as pure functions over the
+parameter pytrees these modules create.
+"""
+
+import functools
+from typing import Any, Callable, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+# torchvision's ResNet init: Kaiming normal, fan_out, ReLU gain.
+_conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+# PyTorch's kaiming_normal_(mode="fan_in", nonlinearity="relu") as in the official hypernetwork.
+_kaiming_fan_in = nn.initializers.variance_scaling(2.0, "fan_in", "normal")
+
+
+class BasicBlock(nn.Module):
+  """Two 3x3 convolutions with a residual connection (He et al. 2016)."""
+
+  channels: int
+  strides: int
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    conv = functools.partial(nn.Conv, use_bias=False, kernel_init=_conv_init, dtype=self.dtype)
+    norm = functools.partial(
+        nn.BatchNorm, use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=self.dtype)
+    y = conv(self.channels, (3, 3), self.strides, padding=((1, 1), (1, 1)), name="conv1")(x)
+    y = nn.relu(norm(name="bn1")(y))
+    y = conv(self.channels, (3, 3), 1, padding=((1, 1), (1, 1)), name="conv2")(y)
+    y = norm(name="bn2")(y)
+    if self.strides != 1 or x.shape[-1] != self.channels:
+      x = conv(self.channels, (1, 1), self.strides, padding="VALID", name="downsample_conv")(x)
+      x = norm(name="downsample_bn")(x)
+    return nn.relu(x + y)
+
+
+class ResNet(nn.Module):
+  """ResNet with BasicBlocks and a global-average-pooled feature output (no classifier).
+
+  Attributes:
+    stage_sizes: blocks per stage; [2, 2, 2, 2] is ResNet-18.
+    width: channel multiplier; 1.0 gives 64-128-256-512 and a 512-d feature.
+    stem: "cifar" (3x3 conv stride 1, no max-pool) or "imagenet" (7x7 stride 2 + 3x3 max-pool,
+      as torchvision and the official PAH code, which feeds it 32x32 images unresized).
+  """
+
+  stage_sizes: Sequence[int] = (2, 2, 2, 2)
+  width: float = 1.0
+  stem: str = "cifar"
+  dtype: Any = jnp.float32
+
+  @property
+  def stage_channels(self) -> tuple[int, ...]:
+    return tuple(max(1, round(c * self.width)) for c in (64, 128, 256, 512))
+
+  @property
+  def feature_dim(self) -> int:
+    return self.stage_channels[-1]
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    x = x.astype(self.dtype)
+    c0 = self.stage_channels[0]
+    norm = functools.partial(
+        nn.BatchNorm, use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=self.dtype)
+    if self.stem == "cifar":
+      x = nn.Conv(c0, (3, 3), 1, padding=((1, 1), (1, 1)), use_bias=False,
+                  kernel_init=_conv_init, dtype=self.dtype, name="conv1")(x)
+      x = nn.relu(norm(name="bn1")(x))
+    elif self.stem == "imagenet":
+      x = nn.Conv(c0, (7, 7), 2, padding=((3, 3), (3, 3)), use_bias=False,
+                  kernel_init=_conv_init, dtype=self.dtype, name="conv1")(x)
+      x = nn.relu(norm(name="bn1")(x))
+      x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+    else:
+      raise ValueError(f"unknown stem {self.stem!r}")
+    for stage, (blocks, channels) in enumerate(zip(self.stage_sizes, self.stage_channels)):
+      for b in range(blocks):
+        strides = 2 if stage > 0 and b == 0 else 1
+        x = BasicBlock(channels, strides, dtype=self.dtype, name=f"layer{stage + 1}_{b}")(x, train)
+    return jnp.mean(x, axis=(1, 2)).astype(jnp.float32)
+
+
+ResNet18 = functools.partial(ResNet, stage_sizes=(2, 2, 2, 2))
+
+_ACTIVATIONS: dict[str, Callable] = {
+    "leaky_relu": functools.partial(nn.leaky_relu, negative_slope=0.01),
+    "relu": nn.relu,
+    "gelu": nn.gelu,
+}
+
+
+class Hypernetwork(nn.Module):
+  """Upsilon: MLP from a task embedding e_k to the flat parameters of task k's head.
+
+  Official code (HyperNetwork_seq/FCBlock): in -> H, `layers` x (H -> H), H -> out, LeakyReLU(0.01)
+  after every layer but the last, no biases, Kaiming-normal fan-in init with the last layer's
+  weights divided by 10 (`last_layer_scale`).
+  """
+
+  out_features: int
+  hidden: int = 16
+  layers: int = 1
+  activation: str = "leaky_relu"
+  use_bias: bool = False
+  last_layer_scale: float = 0.1
+
+  @nn.compact
+  def __call__(self, e):
+    act = _ACTIVATIONS[self.activation]
+    dense = functools.partial(nn.Dense, use_bias=self.use_bias, kernel_init=_kaiming_fan_in)
+    h = act(dense(self.hidden, name="in")(e))
+    for i in range(self.layers):
+      h = act(dense(self.hidden, name=f"hidden{i}")(h))
+    scaled = lambda key, shape, dtype=jnp.float32: _kaiming_fan_in(key, shape, dtype) * self.last_layer_scale
+    return nn.Dense(self.out_features, use_bias=self.use_bias, kernel_init=scaled, name="out")(h)
+
+
+def count_params(tree) -> int:
+  return sum(int(x.size) for x in jax.tree_util.tree_leaves(tree))
