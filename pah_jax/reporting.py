@@ -55,14 +55,14 @@ def _fmt(value):
   return "-" if math.isnan(value) else f"{value:.2f}"
 
 
-def _jsonable(obj):
+def jsonable(obj):
   """Converts obj to plain JSON types; NaN/inf become None so the JSON stays strict."""
   if hasattr(obj, "to_dict"):  # ml_collections.ConfigDict and friends
     obj = obj.to_dict()
   if isinstance(obj, dict):
-    return {str(k): _jsonable(v) for k, v in obj.items()}
+    return {str(k): jsonable(v) for k, v in obj.items()}
   if isinstance(obj, (list, tuple, np.ndarray)):
-    return [_jsonable(v) for v in obj]
+    return [jsonable(v) for v in obj]
   if isinstance(obj, (bool, np.bool_)):
     return bool(obj)
   if isinstance(obj, (int, np.integer)):
@@ -96,7 +96,7 @@ def write_results_json(path, R, summary, config_dict, seconds, extra=None):
       "seconds": seconds,
       **extra,
   }
-  text = json.dumps(_jsonable(data), indent=2, allow_nan=False) + "\n"
+  text = json.dumps(jsonable(data), indent=2, allow_nan=False) + "\n"
   _atomic_write(path, text)
 
 
@@ -206,7 +206,7 @@ class MetricWriter:
     for name, value in values.items():
       self._tb.add_scalar(name, value, step)
     record = {"step": step, "time": time.time(), **values}
-    self._jsonl.write(json.dumps(_jsonable(record), allow_nan=False) + "\n")
+    self._jsonl.write(json.dumps(jsonable(record), allow_nan=False) + "\n")
     # Flushed per call so a killed run keeps every line it logged.
     self._jsonl.flush()
 
@@ -224,3 +224,39 @@ class MetricWriter:
 
   def __exit__(self, *exc):
     self.close()
+
+
+def read_results(path):
+  with open(path) as f:
+    return json.load(f)
+
+
+class Progress:
+  """A live progress bar per task (tqdm, on stderr) and a one-line report per finished task."""
+
+  def __init__(self, total_tasks):
+    self.total_tasks = total_tasks
+    self.bar = None
+
+  def start_task(self, task, total_steps, done=0):
+    import tqdm  # imported here so library users without a terminal pay nothing
+
+    self.close()
+    self.bar = tqdm.tqdm(total=total_steps, initial=done, desc=f"task {task + 1}/{self.total_tasks}",
+                         unit="step", dynamic_ncols=True, leave=False)
+
+  def advance(self, steps, epoch, metrics):
+    self.bar.update(steps)
+    self.bar.set_postfix(epoch=epoch + 1, loss=f"{metrics['loss']:.3f}",
+                         acc=f"{100 * metrics['train_accuracy']:.1f}")
+
+  def end_task(self, task, accuracies, summary):
+    self.close()
+    accs = " ".join(f"{a:.1f}" for a in accuracies)
+    print(f"task {task + 1}/{self.total_tasks} done: test accuracy [{accs}]  "
+          f"AA {summary['average_accuracy']:.2f}  FM {summary['forgetting']:.2f}", flush=True)
+
+  def close(self):
+    if self.bar is not None:
+      self.bar.close()
+      self.bar = None

@@ -1,0 +1,11 @@
+"""configs/tinyimagenet.py as the authors' code runs it (DESIGN §4; see configs/official.py).
+
+  python -m pah_jax.main --config=configs/tinyimagenet_official.py --workdir=runs/tinyimagenet_official
+"""
+
+from configs import tinyimagenet
+from configs import official
+
+
+def get_config():
+  return official.apply(tinyimagenet.get_config())

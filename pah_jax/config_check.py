@@ -1,0 +1,114 @@
+"""Refuses bad configs before any work starts, with one readable line (`UserError`, exit 2)."""
+
+import ml_collections
+
+from pah_jax.errors import UserError
+
+METHODS = ("pah",)
+DATASETS = ("cifar100", "tiny_imagenet", "fashion_mnist", "npz")
+
+_CHOICES = {
+    "method": METHODS,
+    "data.name": DATASETS,
+    "data.class_order": ("sequential", "random"),
+    "data.normalization": ("dataset", "half"),
+    "model.stem": ("cifar", "imagenet"),
+    "model.batch_norm": ("running", "batch"),
+    "model.dtype": ("float32", "bfloat16"),
+    "hypernet.activation": ("leaky_relu", "relu", "gelu"),
+    "pah.prototype_init": ("semantic", "random"),
+    "pah.semantic_init": ("resize", "crop"),
+    "pah.prototype_channels": (0, 1, 3),
+    "pah.kl_direction": ("old_new", "new_old"),
+    "pah.old_task_reduction": ("mean", "sum"),
+    "pah.prototype_update": ("masked", "official"),
+}
+
+# key: (lowest allowed, highest allowed or None, lowest excluded?)
+_RANGES = {
+    "seed": (0, None, False),
+    "data.num_tasks": (1, None, False),
+    "data.max_train_per_task": (0, None, False),
+    "data.max_test_per_task": (0, None, False),
+    "model.width": (0.0, 64.0, True),
+    "hypernet.hidden": (1, None, False),
+    "hypernet.layers": (0, None, False),
+    "hypernet.last_layer_scale": (0.0, None, True),
+    "pah.prototype_size": (1, 512, False),
+    "pah.random_init_std": (0.0, None, False),
+    "pah.lambda_sm": (0.0, None, False),
+    "pah.lambda_sp": (0.0, None, False),
+    "pah.temperature": (0.0, None, True),
+    "optim.lr_backbone": (0.0, None, True),
+    "optim.lr_hypernet": (0.0, None, True),
+    "optim.lr_prototypes": (0.0, None, True),
+    "optim.weight_decay": (0.0, None, False),
+    "train.epochs": (1, 10_000, False),
+    "train.batch_size": (1, 65_536, False),
+    "train.eval_batch_size": (1, 65_536, False),
+    "train.log_every_steps": (1, None, False),
+    "train.keep_checkpoints": (1, None, False),
+}
+
+# Keys that may differ between the run that wrote a checkpoint and the run resuming it.
+RESUME_FREE_KEYS = ("train.log_every_steps", "train.keep_checkpoints", "data.path", "data.download")
+
+
+def _get(config, dotted: str):
+  node = config
+  for part in dotted.split("."):
+    if part not in node:
+      raise UserError(f"config has no key {dotted}: start from configs/default.py")
+    node = node[part]
+  return node
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+  for key, choices in _CHOICES.items():
+    value = _get(config, key)
+    if value not in choices:
+      raise UserError(f"config {key}={value!r} is not one of {', '.join(map(repr, choices))}")
+  for key, (low, high, exclusive) in _RANGES.items():
+    value = _get(config, key)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+      raise UserError(f"config {key}={value!r} must be a number")
+    if (value <= low if exclusive else value < low) or (high is not None and value > high):
+      bound = f"> {low}" if exclusive else f">= {low}"
+      bound += f" and <= {high}" if high is not None else ""
+      raise UserError(f"config {key}={value!r} is out of range: it must be {bound}")
+  if config.pah.prototype_init == "semantic" and config.pah.semantic_init == "crop" and config.pah.prototype_channels == 3:
+    raise UserError("config pah.semantic_init=crop makes grey prototypes: set pah.prototype_channels=1 (or 0)")
+
+
+def check_against_data(config: ml_collections.ConfigDict, tasks) -> None:
+  """Checks that need the data's sizes: batches per task, crop size versus image size."""
+  smallest = min(len(t.y_train) for t in tasks.tasks)
+  if config.train.batch_size > smallest:
+    raise UserError(f"config train.batch_size={config.train.batch_size} is larger than the smallest task's "
+                    f"{smallest} training images: lower train.batch_size or raise data.max_train_per_task")
+  h, w, _ = tasks.image_shape
+  p = config.pah
+  if p.prototype_init == "semantic" and p.semantic_init == "crop" and p.prototype_size > min(h, w):
+    raise UserError(f"config pah.prototype_size={p.prototype_size} is larger than the {h}x{w} images "
+                    "the crop init cuts it from: lower pah.prototype_size")
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+  out = {}
+  for k, v in d.items():
+    if isinstance(v, dict):
+      out.update(_flatten(v, f"{prefix}{k}."))
+    else:
+      out[f"{prefix}{k}"] = list(v) if isinstance(v, tuple) else v
+  return out
+
+
+def check_same_config(saved: dict, config: ml_collections.ConfigDict) -> None:
+  """Refuses to resume a workdir whose checkpoint was written under another config."""
+  from pah_jax import reporting  # only for its JSON conversion of the config
+
+  old, new = _flatten(saved), _flatten(reporting.jsonable(config))
+  differ = sorted(k for k in set(old) | set(new) if k not in RESUME_FREE_KEYS and old.get(k) != new.get(k))
+  if differ:
+    shown = ", ".join(f"{k} ({old.get(k)!r} -> {new.get(k)!r})" for k in differ[:6])
+    raise UserError(f"workdir was written with another config: {shown}; use a new --workdir or the same config")
