@@ -1,0 +1,79 @@
+"""What the TFDS-backed sources share: directories, preparing offline, reading whole splits.
+
+TensorFlow Datasets is imported lazily (it takes seconds) so that config mistakes are
+reported before it loads.
+"""
+
+import os
+
+import numpy as np
+
+from pah_jax.data.splits import Arrays
+from pah_jax.errors import UserError
+
+# Where pah_jax prepares the TFDS data sets it builds itself from local files.
+CACHE_ENV = "PAH_JAX_TFDS_DIR"
+
+
+def cache_dir() -> str:
+  """`$PAH_JAX_TFDS_DIR`, else `~/.cache/pah_jax/tfds`."""
+  return os.environ.get(CACHE_ENV) or os.path.join(
+      os.path.expanduser("~"), ".cache", "pah_jax", "tfds"
+  )
+
+
+def data_dir(path: str) -> str:
+  """The TFDS data_dir: `data.path` when set, else TFDS's default ($TFDS_DATA_DIR)."""
+  if path:
+    return os.path.expanduser(path)
+  from tensorflow_datasets.core import constants  # pylint: disable=g-import-not-at-top
+  return constants.get_default_data_dir()
+
+
+def manual_dir(tfds_data_dir: str) -> str:
+  """Where TFDS looks for manually downloaded archives inside a data_dir."""
+  return os.path.join(tfds_data_dir, "downloads", "manual")
+
+
+def prepare(builder, *, download: bool, manual: str, needed: tuple[str, ...], what: str) -> None:
+  """Makes sure `builder` is prepared, never touching the network unless `download`.
+
+  Args:
+    builder: a TFDS builder.
+    download: whether TFDS may download what is missing.
+    manual: the manual directory TFDS should read archives from.
+    needed: file names in `manual` that let TFDS prepare without a download.
+    what: how to name the data set and the fix in the error message.
+  """
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  if builder.is_prepared():
+    return
+  have_files = all(os.path.isfile(os.path.join(manual, n)) for n in needed)
+  if not download and not have_files:
+    # Checked here because a download attempt without internet hangs for minutes.
+    raise UserError(
+        f"{what} is not prepared in {builder.data_dir_root} and {', '.join(needed)} is not in "
+        f"{manual}; put it there or run with --config.data.download=True"
+    )
+  config = tfds.download.DownloadConfig(
+      manual_dir=manual,
+      # Prepared copies on GCS are a network access too.
+      try_download_gcs=download,
+  )
+  try:
+    builder.download_and_prepare(download_config=config)
+  except tfds.download.download_manager.NonMatchingChecksumError as e:
+    raise UserError(
+        f"an archive for {what} in {manual} has the wrong checksum; replace it ({e})"
+    ) from e
+
+
+def load_arrays(builder, image_key: str = "image", label_key: str = "label") -> Arrays:
+  """Reads the whole `train` and `test` splits of a prepared builder into numpy."""
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  out = []
+  for split in ("train", "test"):
+    data = tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1))
+    images = np.asarray(data[image_key], dtype=np.uint8)
+    out += [images, np.asarray(data[label_key], dtype=np.int64)]
+  return Arrays(*out)
