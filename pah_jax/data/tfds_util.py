@@ -68,12 +68,23 @@ def prepare(builder, *, download: bool, manual: str, needed: tuple[str, ...], wh
     ) from e
 
 
-def load_arrays(builder, image_key: str = "image", label_key: str = "label") -> Arrays:
-  """Reads the whole `train` and `test` splits of a prepared builder into numpy."""
+def load_arrays(
+    builder, image_key: str = "image", label_key: str = "label", chunk: int = 10_000
+) -> Arrays:
+  """Reads the whole `train` and `test` splits of a prepared builder into numpy.
+
+  Reads in chunks rather than with `batch_size=-1`: that batches by the split size
+  recorded in the dataset info, which mocked builders (tfds.testing) lack, and TF then
+  aborts the process on a batch of sys.maxsize.
+  """
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   out = []
   for split in ("train", "test"):
-    data = tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1))
-    images = np.asarray(data[image_key], dtype=np.uint8)
-    out += [images, np.asarray(data[label_key], dtype=np.int64)]
+    images, labels = [], []
+    for batch in tfds.as_numpy(builder.as_dataset(split=split, batch_size=chunk)):
+      images.append(np.asarray(batch[image_key], dtype=np.uint8))
+      labels.append(np.asarray(batch[label_key], dtype=np.int64))
+    if not images:
+      raise UserError(f"the {split} split of {builder.name} in {builder.data_dir} is empty")
+    out += [np.concatenate(images), np.concatenate(labels)]
   return Arrays(*out)
