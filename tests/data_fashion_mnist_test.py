@@ -112,6 +112,28 @@ def test_builder_reads_uncompressed_idx_files(tmp_path, tfds_cache):
   np.testing.assert_array_equal(seq.tasks[0].x_train[..., 0], data["train"][0])
 
 
+def test_prepared_copy_is_reused_without_the_idx_files(tmp_path, tfds_cache):
+  idx_dir = tmp_path / "idx"
+  idx_dir.mkdir()
+  data = _write_idx_dir(idx_dir)
+  first = load_tasks(_config(idx_dir), seed=0)
+  for name in os.listdir(idx_dir):
+    os.remove(idx_dir / name)
+  second = load_tasks(_config(idx_dir), seed=0)
+  for a, b in zip(first.tasks, second.tasks):
+    np.testing.assert_array_equal(a.x_train, b.x_train)
+    np.testing.assert_array_equal(a.y_test, b.y_test)
+  assert sum(len(t.y_train) for t in second.tasks) == len(data["train"][1])
+
+
+def test_cache_dir_default_and_override(tmp_path, monkeypatch):
+  monkeypatch.delenv(tfds_util.CACHE_ENV, raising=False)
+  monkeypatch.setenv("HOME", str(tmp_path))
+  assert tfds_util.cache_dir() == str(tmp_path / ".cache" / "pah_jax" / "tfds")
+  monkeypatch.setenv(tfds_util.CACHE_ENV, str(tmp_path / "elsewhere"))
+  assert tfds_util.cache_dir() == str(tmp_path / "elsewhere")
+
+
 def test_refuses_missing_files(tmp_path, tfds_cache):
   _write_idx_dir(tmp_path)
   os.remove(tmp_path / "t10k-labels-idx1-ubyte.gz")

@@ -93,8 +93,8 @@ def check_config(data_config, seed) -> None:
   if not isinstance(data_config.path, str):
     raise UserError(f"data.path={data_config.path!r} must be a string")
   num_classes = NUM_CLASSES[name]
-  if num_classes is None:  # npz: classes known once read; check what can be checked
-    splits.check_num_tasks(data_config.num_tasks, data_config.num_tasks)
+  if num_classes is None:  # npz: the classes are known once the file is read
+    splits.check_task_count(data_config.num_tasks)
     per_task = 1
   else:
     per_task = splits.check_num_tasks(num_classes, data_config.num_tasks)

@@ -34,10 +34,15 @@ class Task:
   classes: tuple[int, ...]  # classes[local_label] = original label
 
 
-def check_num_tasks(num_classes: int, num_tasks: int) -> int:
-  """Returns the classes per task, or raises UserError if the split is impossible."""
+def check_task_count(num_tasks: int) -> None:
+  """Raises UserError unless `num_tasks` is an integer >= 1."""
   if not _is_int(num_tasks) or num_tasks < 1:
     raise UserError(f"data.num_tasks={num_tasks!r} must be an integer >= 1")
+
+
+def check_num_tasks(num_classes: int, num_tasks: int) -> int:
+  """Returns the classes per task, or raises UserError if the split is impossible."""
+  check_task_count(num_tasks)
   if num_classes < num_tasks:
     raise UserError(
         f"data.num_tasks={num_tasks} is more than the {num_classes} classes of the data set"

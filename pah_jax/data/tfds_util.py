@@ -63,8 +63,10 @@ def prepare(builder, *, download: bool, manual: str, needed: tuple[str, ...], wh
   try:
     builder.download_and_prepare(download_config=config)
   except tfds.download.download_manager.NonMatchingChecksumError as e:
+    # TFDS's message spans lines; the user needs only which file to replace.
     raise UserError(
-        f"an archive for {what} in {manual} has the wrong checksum; replace it ({e})"
+        f"an archive for {what} in {manual} has the wrong checksum; replace it by the "
+        "original file"
     ) from e
 
 
