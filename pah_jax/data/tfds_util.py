@@ -80,10 +80,13 @@ def load_arrays(
   aborts the process on a batch of sys.maxsize.
   """
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  # Read once: TFDS's in-memory auto-cache of small data sets would only cost a copy.
+  read_config = tfds.ReadConfig(try_autocache=False)
   out = []
   for split in ("train", "test"):
     images, labels = [], []
-    for batch in tfds.as_numpy(builder.as_dataset(split=split, batch_size=chunk)):
+    dataset = builder.as_dataset(split=split, batch_size=chunk, read_config=read_config)
+    for batch in tfds.as_numpy(dataset):
       images.append(np.asarray(batch[image_key], dtype=np.uint8))
       labels.append(np.asarray(batch[label_key], dtype=np.int64))
     if not images:
