@@ -1,0 +1,414 @@
+"""PAH's forward passes (DESIGN §2), L_sp's gradient (§3) and BatchNorm hygiene (§7).
+
+Tiny networks throughout: ResNet-18 at width 0.125 (D = 64), K = 3 tasks of C = 2 classes,
+4x4 prototypes, 16x16 images. Real parameters come from `train.create_state` (which calls
+`pah.init_params`) once per session.
+"""
+
+import dataclasses
+import functools
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import default
+from pah_jax import images as images_lib
+from pah_jax import losses
+from pah_jax import optim
+from pah_jax import pah
+from pah_jax import train
+
+K, C, S = 3, 2, 4
+D = 64  # 512 * 0.125
+IMAGE_SHAPE = (16, 16, 3)
+MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
+# LLVM optimisation off: compiling these tiny programs is what costs time here (the random
+# init compiles in ~2 s instead of ~17 s); the computation itself is unchanged.
+jit = functools.partial(jax.jit, compiler_options={"xla_backend_optimization_level": 0})
+
+
+def _config(batch_norm="running", head_bias=False):
+  c = default.get_config()
+  c.model.width = 0.125
+  c.model.batch_norm = batch_norm
+  c.pah.prototype_size = S
+  c.hypernet.head_bias = head_bias
+  return c
+
+
+def _nets(batch_norm="running", head_bias=False):
+  return pah.build_networks(_config(batch_norm, head_bias), K, C)
+
+
+@functools.lru_cache(maxsize=None)
+def _tiny():
+  """(initial prototypes, TrainState) of the tiny model, built once (jit: one compilation)."""
+  protos = np.random.default_rng(0).normal(0.0, 1.0, (K, C, S, S, 3)).astype(np.float32)
+  nets, config = _nets(), _config()
+  state = jit(lambda p: train.create_state(nets, config, p, IMAGE_SHAPE))(protos)
+  return protos, state
+
+
+def _images(n=4, seed=0):
+  rng = np.random.default_rng(seed)
+  return rng.integers(0, 256, (n,) + IMAGE_SHAPE, dtype=np.uint8), np.arange(n) % C
+
+
+def _perturbed(tree, scale=0.05, seed=1):
+  rng = np.random.default_rng(seed)
+  return jax.tree_util.tree_map(lambda x: x + scale * rng.normal(size=x.shape).astype(np.float32), tree)
+
+
+def _random_hypernet_params(nets, seed=0):
+  """Hypernet params of the right structure without the (slow to compile) random init."""
+  abstract = jax.eval_shape(nets.hypernet.init, jax.random.PRNGKey(0),
+                            jax.ShapeDtypeStruct((K, C * S * S * 3), jnp.float32))["params"]
+  rng = np.random.default_rng(seed)
+  return jax.tree_util.tree_map(lambda s: jnp.asarray(rng.normal(0, 0.1, s.shape), jnp.float32), abstract)
+
+
+def _leaves_equal(a, b):
+  la, lb = jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)
+  return len(la) == len(lb) and all(np.array_equal(x, y) for x, y in zip(la, lb))
+
+
+# --------------------------------------------------------------------------- networks and params
+
+
+def test_build_networks_sizes():
+  """Hypernet output = C * D (+ C with head_bias); hypernet input = C * s * s * ch; P as given."""
+  nets = _nets()
+  assert nets.feature_dim == D and nets.num_tasks == K and nets.num_classes == C
+  assert nets.hypernet.out_features == C * D and not nets.head_bias
+  assert _nets(head_bias=True).hypernet.out_features == C * D + C
+  assert nets.hypernet.hidden == 16 and nets.hypernet.layers == 1 and not nets.hypernet.use_bias
+  protos, state = _tiny()
+  assert set(state.params) == {"backbone", "hypernet", "prototypes"}
+  assert state.params["hypernet"]["in"]["kernel"].shape == (C * S * S * 3, 16)
+  assert state.params["hypernet"]["out"]["kernel"].shape == (16, C * D)
+  np.testing.assert_array_equal(state.params["prototypes"], protos)
+  assert _leaves_equal(state.old_params, state.params)
+  assert state.teacher_proto_logits.shape == (K, C, C)
+
+
+def test_task_embeddings_class_major():
+  """e_k = flatten(P_k): prototype 0 of task k first, then prototype 1."""
+  protos = np.arange(K * C * S * S * 1, dtype=np.float32).reshape(K, C, S, S, 1)
+  e = pah.task_embeddings(jnp.asarray(protos))
+  assert e.shape == (K, C * S * S)
+  for k in range(K):
+    np.testing.assert_array_equal(e[k], np.concatenate([protos[k, 0].ravel(), protos[k, 1].ravel()]))
+
+
+@pytest.mark.parametrize("stem", ["cifar", "imagenet"])
+@pytest.mark.parametrize("s", [5, 10, 16, 20])
+def test_prototype_and_image_shapes(stem, s):
+  """Traced (no compute), width 0.25: s x s prototypes give (K, C, C) prototype logits and
+  (C, D) features per task; 32x32 and 64x64 images give (K, N, C) logits, for both stems."""
+  config = _config()
+  config.model.width, config.model.stem, config.pah.prototype_size = 0.25, stem, s
+  nets = pah.build_networks(config, K, C)
+  protos = jax.ShapeDtypeStruct((K, C, s, s, 1), jnp.float32)
+  params, stats = jax.eval_shape(lambda p: pah.init_params(nets, jax.random.PRNGKey(0), p, (32, 32, 3)), protos)
+  for batch_statistics in (False, True):
+    out = jax.eval_shape(functools.partial(pah.prototype_logits, nets, batch_statistics=batch_statistics),
+                         params, stats)
+    assert out.shape == (K, C, C)
+  feats, _ = jax.eval_shape(functools.partial(pah.backbone_features, nets, batch_statistics=False),
+                            params["backbone"], stats, jax.ShapeDtypeStruct((C, s, s, 1), jnp.float32))
+  assert feats.shape == (C, 128)
+  for size in (32, 64):
+    logits, _ = jax.eval_shape(functools.partial(pah.image_logits, nets, batch_statistics=True), params, stats,
+                               jax.ShapeDtypeStruct((5, size, size, 3), jnp.float32))
+    assert logits.shape == (K, 5, C)
+
+
+# --------------------------------------------------------------------------- heads
+
+
+@pytest.mark.parametrize("head_bias", [False, True])
+def test_generate_heads_reshape(head_bias):
+  """Hypernet output of task k, flat (C*D [+ C]), becomes W_k (C, D) row by row (row c =
+  flat[c*D:(c+1)*D]) and, with head_bias, b_k = the last C numbers."""
+  nets = _nets(head_bias=head_bias)
+  hyper = _random_hypernet_params(nets)
+  protos = jnp.asarray(np.random.default_rng(2).normal(size=(K, C, S, S, 3)), jnp.float32)
+  weights, bias = pah.generate_heads(nets, hyper, protos)
+  flat = np.asarray(nets.hypernet.apply({"params": hyper}, protos.reshape(K, -1)))
+  assert weights.shape == (K, C, D)
+  for k in range(K):
+    for c in range(C):
+      np.testing.assert_array_equal(weights[k, c], flat[k, c * D:(c + 1) * D])
+  if head_bias:
+    assert bias.shape == (K, C)
+    np.testing.assert_array_equal(bias, flat[:, C * D:])
+  else:
+    assert bias is None and flat.shape == (K, C * D)
+
+
+def test_generate_heads_depend_only_on_own_prototypes():
+  """Task k's head is a function of P_k alone (batched MLP over tasks)."""
+  nets = _nets()
+  hyper = _random_hypernet_params(nets)
+  protos = jnp.asarray(np.random.default_rng(2).normal(size=(K, C, S, S, 3)), jnp.float32)
+  w1, _ = pah.generate_heads(nets, hyper, protos)
+  w2, _ = pah.generate_heads(nets, hyper, protos.at[2].add(1.0))
+  np.testing.assert_array_equal(w1[:2], w2[:2])
+  assert not np.allclose(w1[2], w2[2])
+
+
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_apply_heads(with_bias):
+  """(N, D) x (K, C, D) [+ (K, C)] -> (K, N, C) with [k] = features @ W_k^T + b_k."""
+  rng = np.random.default_rng(0)
+  features = rng.normal(size=(5, D)).astype(np.float32)
+  weights = rng.normal(size=(K, C, D)).astype(np.float32)
+  bias = rng.normal(size=(K, C)).astype(np.float32) if with_bias else None
+  logits = pah.apply_heads(jnp.asarray(features), jnp.asarray(weights), bias)
+  assert logits.shape == (K, 5, C)
+  for k in range(K):
+    expected = features @ weights[k].T + (bias[k] if with_bias else 0.0)
+    np.testing.assert_allclose(logits[k], expected, rtol=1e-5, atol=1e-5)
+
+
+# --------------------------------------------------------------------------- forwards
+
+
+def test_image_logits_match_task_logits():
+  """image_logits' [k] (one shared backbone pass for all K heads) equals task_logits(k)."""
+  _, state = _tiny()
+  nets = _nets()
+  x, _ = _images()
+  x = images_lib.normalize(x, MEAN, STD)
+  all_logits, _ = jit(functools.partial(pah.image_logits, nets, batch_statistics=False))(
+      state.params, state.batch_stats, x)
+  assert all_logits.shape == (K, 4, C)
+  per_task = jit(functools.partial(pah.task_logits, nets, batch_statistics=False))
+  for k in range(K):
+    np.testing.assert_allclose(per_task(state.params, state.batch_stats, x, k), all_logits[k], rtol=1e-5, atol=1e-5)
+
+
+def _random_params(nets, s, seed=0):
+  """Well-scaled random (params, batch_stats) for s x s prototypes, without the random init:
+  He-normal kernels, BN scale 1 + noise, bias noise, running mean 0 and variance 1."""
+  protos = jax.ShapeDtypeStruct((K, C, s, s, 3), jnp.float32)
+  abstract = jax.eval_shape(lambda p: pah.init_params(nets, jax.random.PRNGKey(0), p, IMAGE_SHAPE), protos)
+  rng = np.random.default_rng(seed)
+
+  def fill(path, leaf):
+    name = path[-1].key if path else "prototypes"
+    if name == "kernel":
+      return rng.normal(0.0, np.sqrt(2.0 / np.prod(leaf.shape[:-1])), leaf.shape)
+    return {"scale": 1.0, "var": 1.0}.get(name, 0.0) + 0.1 * rng.normal(size=leaf.shape) * (name != "mean")
+
+  params, stats = (jax.tree_util.tree_map_with_path(
+      lambda p, x: jnp.asarray(fill(p, x), jnp.float32), tree) for tree in abstract)
+  params["prototypes"] = jnp.asarray(rng.normal(size=(K, C, s, s, 3)), jnp.float32)
+  return params, stats
+
+
+@pytest.mark.parametrize("batch_norm", ["running", "batch"])
+def test_prototype_logits_rows(batch_norm):
+  """Row c of f(P | j) is prototype c of task j through the backbone (task j's C prototypes
+  as one batch of their own in batch mode) and then through task j's generated head.
+  (16x16 prototypes: at 4x4 the deepest BatchNorms see 2 numbers per channel in batch mode,
+  so the features depend chaotically on rounding and no reference can match them.)"""
+  config = _config(batch_norm)
+  config.pah.prototype_size = 16
+  nets = pah.build_networks(config, K, C)
+  bn_batch = nets.batch_stats_outside_training
+  params, stats = _random_params(nets, 16)
+  logits = jit(functools.partial(pah.prototype_logits, nets, batch_statistics=bn_batch))(params, stats)
+  assert logits.shape == (K, C, C)
+  weights, _ = pah.generate_heads(nets, params["hypernet"], params["prototypes"])
+  features = jit(functools.partial(pah.backbone_features, nets, batch_statistics=bn_batch))
+  rows = []
+  for j in range(K):
+    f_j, _ = features(params["backbone"], stats, params["prototypes"][j])
+    rows.append(f_j @ weights[j].T)
+    np.testing.assert_allclose(logits[j], rows[-1], rtol=1e-3, atol=1e-3)
+  if bn_batch:  # one batch of all K * C prototypes would give other logits
+    pooled, _ = features(params["backbone"], stats, params["prototypes"].reshape(K * C, 16, 16, 3))
+    mixed = jnp.einsum("kpd,kcd->kpc", pooled.reshape(K, C, -1), weights)
+    assert np.abs(np.asarray(mixed) - np.asarray(logits)).max() > 0.1
+
+
+def test_grey_prototypes_repeated_for_backbone():
+  """1-channel inputs go through the backbone as the same grey value on all 3 channels."""
+  _, state = _tiny()
+  nets = _nets()
+  grey = jnp.asarray(np.random.default_rng(4).normal(size=(C, S, S, 1)), jnp.float32)
+  fn = jit(functools.partial(pah.backbone_features, nets, batch_statistics=False))
+  a, _ = fn(state.params["backbone"], state.batch_stats, grey)
+  b, _ = fn(state.params["backbone"], state.batch_stats, jnp.repeat(grey, 3, axis=-1))
+  np.testing.assert_array_equal(a, b)
+
+
+# --------------------------------------------------------------------------- L_sp gradient
+
+
+@pytest.mark.parametrize("batch_norm", ["running", "batch"])
+def test_l_sp_gradient_reaches_only_old_prototypes(batch_norm):
+  """task_id = 2 (old tasks 0 and 1): d L_sp / d P is nonzero on P_0 and P_1 and exactly zero on
+  P_2, the current task's prototypes (its KL is masked out)."""
+  _, state = _tiny()
+  nets = _nets(batch_norm)
+  config = _config(batch_norm)
+  bn_batch = nets.batch_stats_outside_training
+  old_params = _perturbed(state.params)
+  old_mask = jnp.arange(K) < 2
+
+  def l_sp(params, old_params, stats):
+    student = pah.prototype_logits(nets, params, stats, batch_statistics=bn_batch)
+    teacher = pah.prototype_logits(nets, old_params, stats, batch_statistics=bn_batch)
+    return losses.distill_old_tasks(student, teacher, old_mask, temperature=config.pah.temperature,
+                                    direction=config.pah.kl_direction, reduction=config.pah.old_task_reduction)
+
+  value, grads = jit(jax.value_and_grad(l_sp))(state.params, old_params, state.batch_stats)
+  assert float(value) > 0
+  g = np.asarray(grads["prototypes"])
+  assert g.shape == (K, C, S, S, 3)
+  for j in (0, 1):
+    assert np.all(np.isfinite(g[j])) and np.abs(g[j]).sum() > 0
+    for c in range(C):  # every prototype of an old task gets a gradient
+      assert np.abs(g[j, c]).sum() > 0
+  np.testing.assert_array_equal(g[2], np.zeros_like(g[2]))
+
+
+# --------------------------------------------------------------------------- BatchNorm hygiene
+
+
+def test_prototype_and_teacher_passes_leave_running_stats():
+  """DESIGN §7: prototype_logits (either BatchNorm mode) returns logits only, no statistics to
+  keep; the teacher pass with running statistics returns the running statistics bit-identical;
+  only a pass with batch_statistics=True returns changed statistics."""
+  _, state = _tiny()
+  stats = _perturbed(state.batch_stats, scale=0.1, seed=5)  # non-trivial running statistics
+  before = jax.tree_util.tree_map(np.array, stats)
+  for batch_norm in ("running", "batch"):
+    nets = _nets(batch_norm)
+    out = jit(functools.partial(pah.prototype_logits, nets, batch_statistics=nets.batch_stats_outside_training))(
+        state.params, stats)
+    assert isinstance(out, jax.Array) and out.shape == (K, C, C)
+  x = images_lib.normalize(_images()[0], MEAN, STD)
+  teacher = jit(functools.partial(pah.image_logits, nets, batch_statistics=False))
+  logits, teacher_stats = teacher(state.old_params, stats, x)
+  assert logits.shape == (K, 4, C)
+  assert _leaves_equal(teacher_stats, before)
+  assert _leaves_equal(stats, before)
+  student = jit(functools.partial(pah.backbone_features, nets, batch_statistics=True))
+  _, new_stats = student(state.params["backbone"], stats, x)
+  assert jax.tree_util.tree_structure(new_stats) == jax.tree_util.tree_structure(before)
+  changed = [not np.array_equal(a, b) for a, b in zip(jax.tree_util.tree_leaves(new_stats),
+                                                      jax.tree_util.tree_leaves(before))]
+  assert all(changed)
+
+
+@functools.lru_cache(maxsize=None)
+def _step_runs(batch_norm):
+  """One step of task 0, end_task, begin_task(1), then one step of task 1 with lambda_sp = 0 and
+  with lambda_sp = 1 (lambda_sp traced, so the step compiles once)."""
+  protos, state = _tiny()
+  nets, config = _nets(batch_norm), _config(batch_norm)
+  settings = train.StepSettings.from_config(config, MEAN, STD)
+  assert settings.lambda_sp == 1.0 and not settings.official_prototype_update
+  main_opt, proto_opt = optim.main_optimizer(config.optim), optim.prototype_optimizer(config.optim)
+
+  @jit
+  def run(state, x, y, task_id, lambda_sp):
+    step = train.make_train_step(nets, dataclasses.replace(settings, lambda_sp=lambda_sp), main_opt, proto_opt)
+    return step(state, x, y, task_id)
+
+  begin_task = train.make_begin_task(nets, protos)
+  x, y = _images()
+  s0, m0 = run(begin_task(state, 0), x, y, 0, 1.0)
+  s1 = begin_task(train.end_task(s0), 1)
+  x1, y1 = _images(seed=1)
+  a, ma = run(s1, x1, y1, 1, 0.0)
+  b, mb = run(s1, x1, y1, 1, 1.0)
+  return nets, m0, s1, (x1, y1), (a, ma), (b, mb)
+
+
+@pytest.mark.parametrize("batch_norm", ["batch", "running"])
+def test_train_step_prototype_phase_is_masked(batch_norm):
+  """Task 1, lambda_sp = 0 vs 1: backbone, hypernet, batch_stats and main optimiser state are
+  bit-identical (L_sp reaches only the prototypes); P_0 (old task) differs; P_1 and P_2 (no L_sp
+  gradient) are bit-identical too. At task 0, L_sm = L_sp = 0."""
+  _, m0, s1, _, (a, ma), (b, mb) = _step_runs(batch_norm)
+  assert float(m0["loss_sm"]) == 0.0 and float(m0["loss_sp"]) == 0.0
+  assert float(ma["loss_sp"]) > 0 and float(ma["loss_sp"]) == float(mb["loss_sp"])
+  assert _leaves_equal(a.params["backbone"], b.params["backbone"])
+  assert _leaves_equal(a.params["hypernet"], b.params["hypernet"])
+  assert _leaves_equal(a.batch_stats, b.batch_stats)
+  assert _leaves_equal(a.opt_state, b.opt_state)
+  pa, pb = np.asarray(a.params["prototypes"]), np.asarray(b.params["prototypes"])
+  assert np.abs(pa[0] - pb[0]).max() > 1e-5
+  np.testing.assert_array_equal(pa[1:], pb[1:])
+  # The step did train: the backbone moved from s1.
+  assert not _leaves_equal(a.params["backbone"], s1.params["backbone"])
+
+
+@pytest.mark.parametrize("batch_norm", ["batch", "running"])
+def test_train_step_running_stats_only_from_training_batch(batch_norm):
+  """The step's new running statistics are those of the current model's training forward on the
+  images alone: the teacher pass (old model, batch statistics) and the prototype passes do not
+  feed them (a prototype batch would have moved them visibly)."""
+  nets, _, s1, (x1, _), (a, _), _ = _step_runs(batch_norm)
+  x = images_lib.normalize(x1, MEAN, STD)
+  fwd = jit(functools.partial(pah.backbone_features, nets, batch_statistics=True))
+  _, expected = fwd(s1.params["backbone"], s1.batch_stats, x)
+  for got, want in zip(jax.tree_util.tree_leaves(a.batch_stats), jax.tree_util.tree_leaves(expected)):
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+  _, polluted = fwd(s1.params["backbone"], expected, s1.params["prototypes"][0])
+  distance = max(float(np.abs(np.asarray(p) - np.asarray(g)).max())
+                 for p, g in zip(jax.tree_util.tree_leaves(polluted), jax.tree_util.tree_leaves(a.batch_stats)))
+  assert distance > 1e-3
+  _, teacher_polluted = fwd(s1.old_params["backbone"], expected, x)
+  assert not _leaves_equal(teacher_polluted, a.batch_stats)
+
+
+# --------------------------------------------------------------------------- jit / no jit
+
+
+class VariantsTest(chex.TestCase):
+  """generate_heads, apply_heads and prototype_logits agree with and without jit."""
+
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_generate_heads(self):
+    nets = _nets(head_bias=True)
+    hyper = _random_hypernet_params(nets)
+    protos = jnp.asarray(np.random.default_rng(2).normal(size=(K, C, S, S, 3)), jnp.float32)
+    weights, bias = self.variant(lambda h, p: pah.generate_heads(nets, h, p))(hyper, protos)
+    flat = nets.hypernet.apply({"params": hyper}, protos.reshape(K, -1))
+    chex.assert_shape(weights, (K, C, D))
+    chex.assert_shape(bias, (K, C))
+    np.testing.assert_allclose(weights, np.asarray(flat[:, :C * D]).reshape(K, C, D), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(bias, flat[:, C * D:], rtol=1e-5, atol=1e-6)
+
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_apply_heads(self):
+    rng = np.random.default_rng(0)
+    features = jnp.asarray(rng.normal(size=(3, D)), jnp.float32)
+    weights = jnp.asarray(rng.normal(size=(K, C, D)), jnp.float32)
+    bias = jnp.asarray(rng.normal(size=(K, C)), jnp.float32)
+    logits = self.variant(pah.apply_heads)(features, weights, bias)
+    chex.assert_shape(logits, (K, 3, C))
+    np.testing.assert_allclose(logits, np.einsum("nd,kcd->knc", features, weights) + bias[:, None],
+                               rtol=1e-5, atol=1e-5)
+
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_prototype_logits(self):
+    _, state = _tiny()
+    nets = _nets()
+    logits = self.variant(lambda p, s: pah.prototype_logits(nets, p, s, batch_statistics=False))(
+        state.params, state.batch_stats)
+    chex.assert_shape(logits, (K, C, C))
+    chex.assert_tree_all_finite(logits)
+    weights, _ = pah.generate_heads(nets, state.params["hypernet"], state.params["prototypes"])
+    features = nets.backbone.apply({"params": state.params["backbone"], "batch_stats": state.batch_stats},
+                                   state.params["prototypes"].reshape(K * C, S, S, 3), train=False)
+    expected = np.einsum("kpd,kcd->kpc", np.asarray(features).reshape(K, C, D), weights)
+    np.testing.assert_allclose(logits, expected, rtol=1e-4, atol=1e-5)
