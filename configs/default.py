@@ -30,6 +30,11 @@ def get_config() -> ml_collections.ConfigDict:
   # running = running statistics, updated only by the current model's training batches;
   # batch = batch statistics everywhere (official code never calls model.eval()).
   m.batch_norm = "running"
+  # Per-pass overrides of batch_norm ("" = as batch_norm): the teacher's pass on the current
+  # images, the prototype passes f(p | j) of student and teacher, test-set evaluation.
+  m.teacher_batch_norm = ""
+  m.prototype_batch_norm = ""
+  m.eval_batch_norm = ""
   m.dtype = "float32"  # float32 | bfloat16 (compute dtype; parameters stay float32)
 
   c.hypernet = h = ml_collections.ConfigDict()
@@ -71,6 +76,9 @@ def get_config() -> ml_collections.ConfigDict:
   t.batch_size = 64
   t.eval_batch_size = 500  # running-statistics evaluation only; batch mode evaluates at batch_size
   t.augment = False  # random crop (pad 4) + horizontal flip, on device
+  # auto: compiled epoch loops on GPU/TPU, per-step jit calls on CPU (XLA:CPU runs convolutions
+  # in rolled loops ~15x slower) | compiled | python
+  t.loop = "auto"
   t.log_every_steps = 50
   t.keep_checkpoints = 2
   return c

@@ -2,6 +2,7 @@
 
 import ml_collections
 
+from pah_jax import data as data_lib
 from pah_jax.errors import UserError
 
 METHODS = ("pah",)
@@ -14,6 +15,9 @@ _CHOICES = {
     "data.normalization": ("dataset", "half"),
     "model.stem": ("cifar", "imagenet"),
     "model.batch_norm": ("running", "batch"),
+    "model.teacher_batch_norm": ("", "running", "batch"),
+    "model.prototype_batch_norm": ("", "running", "batch"),
+    "model.eval_batch_norm": ("", "running", "batch"),
     "model.dtype": ("float32", "bfloat16"),
     "hypernet.activation": ("leaky_relu", "relu", "gelu"),
     "pah.prototype_init": ("semantic", "random"),
@@ -22,6 +26,7 @@ _CHOICES = {
     "pah.kl_direction": ("old_new", "new_old"),
     "pah.old_task_reduction": ("mean", "sum"),
     "pah.prototype_update": ("masked", "official"),
+    "train.loop": ("auto", "compiled", "python"),
 }
 
 # key: (lowest allowed, highest allowed or None, lowest excluded?)
@@ -51,7 +56,7 @@ _RANGES = {
 }
 
 # Keys that may differ between the run that wrote a checkpoint and the run resuming it.
-RESUME_FREE_KEYS = ("train.log_every_steps", "train.keep_checkpoints", "data.path", "data.download")
+RESUME_FREE_KEYS = ("train.log_every_steps", "train.keep_checkpoints", "train.loop", "data.path", "data.download")
 
 
 def _get(config, dotted: str):
@@ -78,6 +83,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
       raise UserError(f"config {key}={value!r} is out of range: it must be {bound}")
   if config.pah.prototype_init == "semantic" and config.pah.semantic_init == "crop" and config.pah.prototype_channels == 3:
     raise UserError("config pah.semantic_init=crop makes grey prototypes: set pah.prototype_channels=1 (or 0)")
+  data_lib.check_config(config.data, config.seed)
 
 
 def check_against_data(config: ml_collections.ConfigDict, tasks) -> None:

@@ -10,6 +10,7 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from pah_jax import config_check
 from pah_jax.errors import UserError
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file, e.g. configs/cifar.py.",
@@ -33,9 +34,10 @@ def main(argv: list[str]) -> None:
   if not _WORKDIR.value:
     _fail("--workdir is required: a directory for checkpoints and results, e.g. --workdir=runs/demo")
   logging.set_verbosity(logging.WARNING)
-  from pah_jax import train  # imported after flag parsing: a bad flag answers without loading JAX
-
   try:
+    config_check.validate(_CONFIG.value)  # before JAX is imported: mistakes answer in a second
+    from pah_jax import train  # pylint: disable=g-import-not-at-top
+
     train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
   except UserError as e:
     _fail(str(e))

@@ -30,6 +30,10 @@ class Networks:
   head_bias: bool
   # BatchNorm outside the training forward: "running" statistics or "batch" statistics.
   batch_norm: str
+  # Per pass, overriding `batch_norm` where set (config model.{teacher,prototype,eval}_batch_norm).
+  teacher_batch_norm: str = ""
+  prototype_batch_norm: str = ""
+  eval_batch_norm: str = ""
 
   @property
   def feature_dim(self) -> int:
@@ -38,6 +42,24 @@ class Networks:
   @property
   def batch_stats_outside_training(self) -> bool:
     return self.batch_norm == "batch"
+
+  def _batch_stats(self, override: str) -> bool:
+    return (override or self.batch_norm) == "batch"
+
+  @property
+  def teacher_batch_stats(self) -> bool:
+    """The frozen old model on the current images."""
+    return self._batch_stats(self.teacher_batch_norm)
+
+  @property
+  def prototype_batch_stats(self) -> bool:
+    """Student and teacher prototype passes f(p | j)."""
+    return self._batch_stats(self.prototype_batch_norm)
+
+  @property
+  def eval_batch_stats(self) -> bool:
+    """Test-set evaluation."""
+    return self._batch_stats(self.eval_batch_norm)
 
 
 def build_networks(config: ml_collections.ConfigDict, num_tasks: int, num_classes: int) -> Networks:
@@ -48,7 +70,9 @@ def build_networks(config: ml_collections.ConfigDict, num_tasks: int, num_classe
   hypernet = models.Hypernetwork(out_features=out, hidden=h.hidden, layers=h.layers,
                                  activation=h.activation, use_bias=h.use_bias,
                                  last_layer_scale=h.last_layer_scale)
-  return Networks(backbone, hypernet, num_tasks, num_classes, h.head_bias, config.model.batch_norm)
+  m = config.model
+  return Networks(backbone, hypernet, num_tasks, num_classes, h.head_bias, m.batch_norm,
+                  m.teacher_batch_norm, m.prototype_batch_norm, m.eval_batch_norm)
 
 
 def init_params(nets: Networks, key: jax.Array, prototypes: np.ndarray,

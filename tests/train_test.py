@@ -1,0 +1,131 @@
+"""End-to-end training: compile-once step, resume equals uninterrupted, mock CIFAR-100 run."""
+
+import json
+import os
+
+import chex
+import jax
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from configs import default
+from pah_jax import checkpointing
+from pah_jax import data as data_lib
+from pah_jax import optim
+from pah_jax import pah
+from pah_jax import prototypes as prototypes_lib
+from pah_jax import train
+from tests.conftest import tiny_config
+
+
+def _results_without_time(workdir):
+  with open(os.path.join(workdir, "results.json")) as f:
+    results = json.load(f)
+  results.pop("seconds")
+  return results
+
+
+@pytest.mark.parametrize("compiled", [False, True])
+def test_train_step_compiles_once_across_tasks(npz_path, compiled):
+  """Task id is traced and shapes are fixed: tasks 0 and 1, several chunk sizes, one trace."""
+  chex.clear_trace_counter()
+  config = tiny_config(npz_path)
+  seq = data_lib.load_tasks(config.data, config.seed)
+  nets = pah.build_networks(config, 2, seq.num_classes_per_task)
+  protos, _ = prototypes_lib.initial_prototypes(
+      [t.x_train for t in seq.tasks], [t.y_train for t in seq.tasks], num_classes=2, size=4, channels=1,
+      init="semantic", semantic_init="resize", mean=seq.mean, std=seq.std, random_mean=0.5, random_std=0.1, seed=0)
+  state = train.create_state(nets, config, protos, seq.image_shape)
+  settings = train.StepSettings.from_config(config, seq.mean, seq.std)
+  step = chex.assert_max_traces(
+      train.make_train_step(nets, settings, optim.main_optimizer(config.optim),
+                            optim.prototype_optimizer(config.optim)), n=1)
+  chunk = train.make_train_chunk(step, batch_size=16, compiled=compiled)
+  begin = train.make_begin_task(nets, protos)
+  for task_id in (0, 1):
+    t = seq.tasks[task_id]
+    state = begin(state, task_id)
+    for first, n in ((0, 2), (2, 4)):  # different chunk lengths: still one trace
+      state, metrics = chunk(state, t.x_train, t.y_train, len(t.y_train), task_id, 0, first, n)
+      assert np.isfinite(metrics["loss"])
+    state = train.end_task(state)
+  assert int(state.step) == 12
+  chex.clear_trace_counter()
+
+
+def test_resume_after_a_crash_equals_uninterrupted_run(npz_path, tmp_path, monkeypatch):
+  """A run killed right after task 0's checkpoint, rerun with the same command, ends with
+  exactly the results (accuracy matrix included) of a run that was never interrupted."""
+  config = tiny_config(npz_path)
+  full = str(tmp_path / "full")
+  train.train_and_evaluate(config, full)
+
+  crashed = str(tmp_path / "crashed")
+  real_save = checkpointing.Checkpointer.save
+
+  def save_then_die(self, state, meta):
+    real_save(self, state, meta)
+    raise KeyboardInterrupt  # as if the process were stopped right after the checkpoint
+
+  monkeypatch.setattr(checkpointing.Checkpointer, "save", save_then_die)
+  with pytest.raises(KeyboardInterrupt):
+    train.train_and_evaluate(config, crashed)
+  assert not os.path.exists(os.path.join(crashed, "results.json"))
+  monkeypatch.setattr(checkpointing.Checkpointer, "save", real_save)
+  train.train_and_evaluate(tiny_config(npz_path), crashed)
+
+  expected, resumed = _results_without_time(full), _results_without_time(crashed)
+  assert resumed == expected
+  assert expected["accuracy_matrix"][0][1] is None  # tasks not yet trained are not measured
+  # A finished run rerun is a no-op that returns (and reprints) the same results.
+  again = train.train_and_evaluate(tiny_config(npz_path), crashed)
+  again.pop("seconds")
+  assert again == expected
+
+
+def test_resume_with_another_config_is_refused(npz_path, tmp_path):
+  config = tiny_config(npz_path)
+  workdir = str(tmp_path / "w")
+  train.train_and_evaluate(config, workdir)
+  config.pah.lambda_sm = 0.25
+  with pytest.raises(train.errors.UserError, match=r"pah.lambda_sm \(0.5 -> 0.25\)"):
+    train.train_and_evaluate(config, workdir)
+
+
+def _mock_cifar(self, split, **kwargs):
+  del self, kwargs
+  n = 200 if str(split) == "train" else 60
+  rng = np.random.default_rng(1 if str(split) == "train" else 2)
+  labels = np.arange(n) % 100
+  images = rng.integers(0, 255, (n, 32, 32, 3)).astype(np.uint8)
+  return tf.data.Dataset.from_tensor_slices({"image": images, "label": labels})
+
+
+def test_cifar100_end_to_end_on_mock_data(tmp_path):
+  """configs/cifar.py, shrunk, on mocked TFDS CIFAR-100: every output of CONTRACT.md lands."""
+  from configs import cifar
+
+  manual = tmp_path / "data" / "downloads" / "manual"
+  manual.mkdir(parents=True)
+  (manual / "cifar-100-binary.tar.gz").write_bytes(b"")  # mocked TFDS never reads it
+  config = cifar.get_config()
+  config.data.path = str(tmp_path / "data")
+  config.data.num_tasks = 2  # 50 classes per task, 2 training images each
+  config.model.width = 0.0625
+  config.train.epochs = 1
+  config.train.batch_size = 10
+  config.train.log_every_steps = 5
+  workdir = str(tmp_path / "run")
+  with tfds.testing.mock_data(as_dataset_fn=_mock_cifar):
+    results = train.train_and_evaluate(config, workdir)
+  assert np.array(results["accuracy_matrix"], dtype=float).shape == (2, 2)
+  for name in ("results.json", "accuracy_matrix.png", "task_accuracy.png"):
+    assert os.path.getsize(os.path.join(workdir, name)) > 100, name
+  assert os.listdir(os.path.join(workdir, "checkpoints"))
+  assert any(f.startswith("events.out.tfevents") for f in os.listdir(os.path.join(workdir, "tensorboard")))
+  with open(os.path.join(workdir, "tensorboard", "metrics.jsonl")) as f:
+    records = [json.loads(line) for line in f]
+  assert any("train/loss_sp" in r for r in records) and any("test/average_accuracy" in r for r in records)
+  assert set(results) >= {"accuracy_matrix", "average_accuracy", "forgetting", "bwt", "config", "seconds"}
