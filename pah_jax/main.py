@@ -4,6 +4,7 @@ The only module that reads flags. A mistake the user can fix (bad flag or config
 missing data, unusable workdir) ends with one `error: ...` line on stderr and exit code 2.
 """
 
+import os
 import sys
 
 from absl import flags
@@ -23,22 +24,37 @@ def _fail(message: str) -> None:
   sys.exit(2)
 
 
+def _last_line(e: BaseException) -> str:
+  text = str(e).strip()
+  return text.splitlines()[-1].strip() if text else type(e).__name__
+
+
 def main(argv: list[str]) -> None:
+  for arg in argv[1:]:
+    if arg.startswith("--config=") and not os.path.isfile(arg.split("=", 1)[1].split(":", 1)[0]):
+      _fail(f"config file {arg.split('=', 1)[1]} not found: pass e.g. --config=configs/fashion_mnist.py")
   try:
     flags.FLAGS(argv)
-  except (flags.Error, FileNotFoundError, KeyError, AttributeError, ValueError, TypeError) as e:
-    first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    _fail(f"{first_line} (see --helpfull for the flags)")
-  if _CONFIG.value is None:
+  except flags.Error as e:  # unknown flag or config key, unparsable value
+    _fail(f"{_last_line(e)} (configs/default.py lists every config key)")
+  except Exception as e:  # pylint: disable=broad-except
+    # A config file that fails to load arrives wrapped: report the innermost cause.
+    while e.__cause__ is not None:
+      e = e.__cause__
+    if isinstance(e, (KeyError, AttributeError)) and e.args:  # --config.<unknown key>=...
+      _fail(f"config has no key {str(e.args[0]).strip(chr(39) + chr(34))}: configs/default.py lists every key")
+    _fail(f"cannot load the config: {type(e).__name__}: {_last_line(e)}")
+  config = _CONFIG.value
+  if config is None:
     _fail("--config is required, e.g. --config=configs/fashion_mnist.py")
   if not _WORKDIR.value:
     _fail("--workdir is required: a directory for checkpoints and results, e.g. --workdir=runs/demo")
   logging.set_verbosity(logging.WARNING)
   try:
-    config_check.validate(_CONFIG.value)  # before JAX is imported: mistakes answer in a second
+    config_check.validate(config)  # before JAX is imported: mistakes answer in a second
     from pah_jax import train  # pylint: disable=g-import-not-at-top
 
-    train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    train.train_and_evaluate(config, _WORKDIR.value)
   except UserError as e:
     _fail(str(e))
 
