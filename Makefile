@@ -30,7 +30,7 @@ test: setup
 	$(PY) -m pytest -q --durations=15
 
 demo: setup
-	$(PY) -m pah_jax.main --config=configs/fashion_mnist.py --workdir=$(WORKDIR)
+	$(PY) -m pah_jax.main --config=configs/fashion_mnist_official.py --workdir=$(WORKDIR)
 
 clean:
 	rm -rf $(VENV) runs

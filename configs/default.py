@@ -26,10 +26,12 @@ def get_config() -> ml_collections.ConfigDict:
   c.model = m = ml_collections.ConfigDict()
   m.stem = "cifar"  # cifar (3x3 conv, no max-pool) | imagenet (7x7/2 + max-pool, torchvision)
   m.width = 1.0  # ResNet-18 width factor: 1.0 = 64-128-256-512 channels, feature D = 512 * width
-  # BatchNorm outside the training forward (evaluation, teacher, prototype passes):
-  # running = running statistics, updated only by the current model's training batches;
-  # batch = batch statistics everywhere (official code never calls model.eval()).
-  m.batch_norm = "running"
+  # BatchNorm outside the training forward (teacher, prototype passes, evaluation):
+  # batch = batch statistics (the official code never calls model.eval());
+  # running = running statistics, updated only by the current model's training batches.
+  # Measured on Split-FashionMNIST 5x2 (README): running statistics lose old tasks (AA 87.96,
+  # FM 12.83) although prototype and teacher passes never touch them; batch: AA 96.63, FM 2.06.
+  m.batch_norm = "batch"
   # Per-pass overrides of batch_norm ("" = as batch_norm): the teacher's pass on the current
   # images, the prototype passes f(p | j) of student and teacher, test-set evaluation.
   m.teacher_batch_norm = ""
