@@ -82,5 +82,6 @@ def get_config() -> ml_collections.ConfigDict:
   # in rolled loops ~15x slower) | compiled | python
   t.loop = "auto"
   t.log_every_steps = 50
+  t.checkpoint_every_steps = 0  # 0 = only at task ends; otherwise also every N steps inside a task
   t.keep_checkpoints = 2
   return c

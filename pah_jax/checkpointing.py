@@ -10,12 +10,17 @@ Checkpoints are written by Orbax atomically (a temporary directory renamed when 
 synchronously, so a finished task's checkpoint is on disk before the next task starts.
 """
 
+import contextlib
 import dataclasses
+import logging
 import os
+import signal
+import socket
 
 import jax
 import orbax.checkpoint as ocp
 
+from pah_jax.errors import Stopped
 from pah_jax.errors import UserError
 
 # Bumped whenever the checkpoint layout changes; a checkpoint of another layout is refused.
@@ -60,16 +65,35 @@ class Checkpointer:
   def tensorboard_dir(self) -> str:
     return self.path("tensorboard")
 
-  def latest_meta(self) -> dict | None:
-    """Metadata of the newest checkpoint, or None for a fresh workdir."""
-    step = self.manager.latest_step()
-    if step is None:
-      return None
-    meta = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+  def _restore(self, step: int, **items):
+    return self.manager.restore(step, args=ocp.args.Composite(**items))
+
+  def _meta(self, step: int) -> dict:
+    meta = self._restore(step, meta=ocp.args.JsonRestore())["meta"]
     if meta.get("layout_version") != LAYOUT_VERSION:
       raise UserError(f"workdir {self.workdir} holds a checkpoint of another pah_jax layout "
                       f"({meta.get('layout_version')}, this version reads {LAYOUT_VERSION}): use a new --workdir")
     return meta
+
+  def _readable_steps(self):
+    """Steps newest first; a checkpoint that fails to read is reported, deleted, and skipped,
+    so the run falls back to the previous good one and never saves over a good one."""
+    for step in sorted(self.manager.all_steps(), reverse=True):
+      try:
+        yield step, self._meta(step)
+      except UserError:
+        raise
+      except Exception as e:  # pylint: disable=broad-except
+        logging.warning("checkpoint %d in %s is unreadable (%s: %s); falling back to the previous one",
+                        step, self.workdir, type(e).__name__, str(e).splitlines()[0] if str(e) else "")
+        print(f"warning: checkpoint {step} is unreadable ({type(e).__name__}); using the previous one", flush=True)
+        self.manager.delete(step)
+
+  def latest_meta(self) -> dict | None:
+    """Metadata of the newest readable checkpoint, or None for a fresh workdir."""
+    for _, meta in self._readable_steps():
+      return meta
+    return None
 
   def save(self, state, meta: dict) -> None:
     step = int(jax.device_get(state.step))
@@ -79,10 +103,104 @@ class Checkpointer:
     self.manager.wait_until_finished()
 
   def restore(self, template):
-    """The newest checkpoint's state, with the structure, shapes and dtypes of `template`."""
-    step = self.manager.latest_step()
+    """(state, meta) of the newest checkpoint whose state reads back with the structure,
+    shapes and dtypes of `template`; unreadable newer checkpoints are skipped."""
     abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, template)
-    return self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))["state"]
+    for step, meta in self._readable_steps():
+      try:
+        return self._restore(step, state=ocp.args.StandardRestore(abstract))["state"], meta
+      except Exception as e:  # pylint: disable=broad-except
+        print(f"warning: checkpoint {step} is unreadable ({type(e).__name__}); using the previous one", flush=True)
+        self.manager.delete(step)
+    raise UserError(f"no readable checkpoint is left in {self.workdir}: use a new --workdir")
+
+  @contextlib.contextmanager
+  def locked(self):
+    """One run per workdir: a lock file naming host and pid. A lock whose process is gone
+    (a killed run) is stale and taken over."""
+    path = self.path("lock")
+    me = f"{socket.gethostname()} {os.getpid()}"
+    for _ in range(2):
+      try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+      except FileExistsError:
+        if _lock_is_live(path):
+          with open(path) as f:
+            raise UserError(f"workdir {self.workdir} is in use by another run ({f.read().strip()}); "
+                            "wait for it or use another --workdir") from None
+        os.remove(path)  # stale: its process is gone
+        continue
+      with os.fdopen(fd, "w") as f:
+        f.write(me)
+      break
+    try:
+      yield
+    finally:
+      with contextlib.suppress(OSError):
+        os.remove(path)
 
   def close(self) -> None:
     self.manager.close()
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc):
+    self.close()
+
+
+def _lock_is_live(path: str) -> bool:
+  try:
+    with open(path) as f:
+      host, pid = f.read().split()
+  except (OSError, ValueError):
+    return False  # unreadable or half-written: treat as stale
+  if host != socket.gethostname():
+    return True  # another machine's run: cannot check, so respect it
+  try:
+    os.kill(int(pid), 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:
+    return True
+  return True
+
+
+class StopRequests:
+  """Turns SIGINT/SIGTERM into a request the training loop honours at the next chunk end,
+  after writing a checkpoint. A second signal stops at once."""
+
+  SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+  def __init__(self):
+    self.signum = None
+    self._previous = {}
+
+  @property
+  def requested(self) -> bool:
+    return self.signum is not None
+
+  def _handle(self, signum, frame):
+    if self.signum is not None:  # second signal: give up waiting
+      self._previous.get(signum, signal.default_int_handler)(signum, frame)
+      return
+    self.signum = signum
+    print(f"\n{signal.Signals(signum).name}: saving a checkpoint, then stopping (send again to stop now)", flush=True)
+
+  def raise_if_requested(self, position: Position) -> None:
+    if self.signum is not None:
+      raise Stopped(self.signum, f"stopped by {signal.Signals(self.signum).name} at task {position.task}, "
+                    f"epoch {position.epoch}, batch {position.batch}; checkpoint saved: rerun the same command "
+                    "to resume")
+
+  def __enter__(self):
+    try:
+      for sig in self.SIGNALS:
+        self._previous[sig] = signal.signal(sig, self._handle)
+    except ValueError:  # not the main thread (e.g. a notebook worker): no signal handling
+      self._previous = {}
+    return self
+
+  def __exit__(self, *exc):
+    for sig, handler in self._previous.items():
+      signal.signal(sig, handler)

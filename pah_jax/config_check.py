@@ -53,10 +53,11 @@ _RANGES = {
     "train.eval_batch_size": (1, 65_536, False),
     "train.log_every_steps": (1, None, False),
     "train.keep_checkpoints": (1, None, False),
+    "train.checkpoint_every_steps": (0, None, False),
 }
 
 # Keys that may differ between the run that wrote a checkpoint and the run resuming it.
-RESUME_FREE_KEYS = ("train.log_every_steps", "train.keep_checkpoints", "train.loop", "data.path", "data.download")
+RESUME_FREE_KEYS = ("train.log_every_steps", "train.keep_checkpoints", "train.checkpoint_every_steps", "train.loop", "data.path", "data.download")
 
 
 def _get(config, dotted: str):

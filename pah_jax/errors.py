@@ -7,3 +7,11 @@ every other exception is a bug and keeps its traceback.
 
 class UserError(Exception):
   """Bad config value, missing or malformed data, unusable workdir: the user can fix it."""
+
+
+class Stopped(Exception):
+  """The run was asked to stop (SIGINT/SIGTERM) and saved a checkpoint first."""
+
+  def __init__(self, signum: int, message: str):
+    super().__init__(message)
+    self.signum = signum

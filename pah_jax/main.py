@@ -12,6 +12,7 @@ from absl import logging
 from ml_collections import config_flags
 
 from pah_jax import config_check
+from pah_jax.errors import Stopped
 from pah_jax.errors import UserError
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file, e.g. configs/cifar.py.",
@@ -57,6 +58,9 @@ def main(argv: list[str]) -> None:
     train.train_and_evaluate(config, _WORKDIR.value)
   except UserError as e:
     _fail(str(e))
+  except Stopped as e:
+    print(str(e), file=sys.stderr)
+    sys.exit(128 + e.signum)
 
 
 if __name__ == "__main__":

@@ -73,7 +73,11 @@ class StepSettings:
 def create_state(nets: pah.Networks, config: ml_collections.ConfigDict, init_prototypes: np.ndarray,
                  image_shape) -> TrainState:
   rng = jax.random.PRNGKey(config.seed)
-  params, batch_stats = pah.init_params(nets, jax.random.fold_in(rng, 0), init_prototypes, image_shape)
+  # Compiled as one program: run op by op, the initialisers cost ~20 s of compiles on a CPU.
+  # Optimising that run-once program is not worth its compile time on CPU either.
+  options = {"xla_backend_optimization_level": 0} if jax.default_backend() == "cpu" else None
+  init = jax.jit(lambda key, protos: pah.init_params(nets, key, protos, image_shape), compiler_options=options)
+  params, batch_stats = init(jax.random.fold_in(rng, 0), jnp.asarray(init_prototypes))
   k, c = nets.num_tasks, nets.num_classes
   return TrainState(
       step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
@@ -298,18 +302,46 @@ def _pad_to(x: np.ndarray, size: int) -> np.ndarray:
   return np.concatenate([x, np.zeros((size - len(x),) + x.shape[1:], x.dtype)]) if len(x) < size else x
 
 
+@dataclasses.dataclass
+class _Run:
+  """What the task loop needs besides the train state (built once per process)."""
+
+  config: ml_collections.ConfigDict
+  tasks: data_lib.TaskSequence
+  train_sets: list  # [(uint8 images, labels)] per task, init images removed where configured
+  padded_size: int  # every task's arrays are padded to this, so shapes never change
+  begin_task: Callable
+  train_chunk: Callable
+  evaluate: Callable
+  ckpt: checkpointing.Checkpointer
+  writer: reporting.MetricWriter
+  progress: reporting.Progress
+  stop: checkpointing.StopRequests
+  seconds: Callable[[], float]
+
+  def save(self, state: TrainState, position: checkpointing.Position, acc: np.ndarray) -> None:
+    k = len(self.tasks.tasks)
+    self.ckpt.save(state, {"position": dataclasses.asdict(position), "accuracy_matrix": reporting.jsonable(acc),
+                           "seconds": self.seconds(), "num_tasks": k, "config": reporting.jsonable(self.config),
+                           "class_order": list(self.tasks.class_order)})
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Runs (or resumes, or re-reports) the whole task sequence; returns the results dict."""
   config_check.validate(config)
   ckpt = checkpointing.Checkpointer(workdir, keep=config.train.keep_checkpoints)
-  meta = ckpt.latest_meta()
-  if meta is not None:
-    config_check.check_same_config(meta["config"], config)
-    if meta["position"]["task"] == meta["num_tasks"] and os.path.exists(ckpt.results_path):
-      results = reporting.read_results(ckpt.results_path)
-      print(reporting.format_table(np.asarray(results["accuracy_matrix"], float), results_summary(results)))
-      return results
+  with ckpt, ckpt.locked(), checkpointing.StopRequests() as stop:
+    meta = ckpt.latest_meta()
+    if meta is not None:
+      config_check.check_same_config(meta["config"], config)
+      if meta["position"]["task"] == meta["num_tasks"] and os.path.exists(ckpt.results_path):
+        results = reporting.read_results(ckpt.results_path)
+        print(reporting.format_table(np.asarray(results["accuracy_matrix"], float), results_summary(results)))
+        return results
+    return _train(config, ckpt, stop, resume=meta is not None)
 
+
+def _train(config, ckpt: checkpointing.Checkpointer, stop: "checkpointing.StopRequests", resume: bool) -> dict:
   tasks_seq = data_lib.load_tasks(config.data, config.seed)
   config_check.check_against_data(config, tasks_seq)
   k_tasks, c = len(tasks_seq.tasks), tasks_seq.num_classes_per_task
@@ -322,7 +354,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   train_sets = [(t.x_train, t.y_train) for t in tasks_seq.tasks]
   if config.pah.exclude_init_images and chosen is not None:
     train_sets = [(np.delete(x, chosen[k], 0), np.delete(y, chosen[k], 0)) for k, (x, y) in enumerate(train_sets)]
-  padded_size = max(len(y) for _, y in train_sets)
 
   nets = pah.build_networks(config, k_tasks, c)
   settings = StepSettings.from_config(config, tasks_seq.mean, tasks_seq.std)
@@ -331,71 +362,92 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   acc = np.full((k_tasks, k_tasks), np.nan)
   position = checkpointing.Position(task=0, epoch=0, batch=0)
   seconds_before = 0.0
-  if meta is not None:
-    state = ckpt.restore(state)
+  if resume:
+    state, meta = ckpt.restore(state)
     acc = np.asarray(meta["accuracy_matrix"], float)
     position = checkpointing.Position(**meta["position"])
     seconds_before = meta["seconds"]
 
-  begin_task = make_begin_task(nets, init_protos)
   compiled = use_compiled_loops(config.train.loop)
-  train_chunk = make_train_chunk(make_train_step(nets, settings, main_opt, proto_opt), config.train.batch_size,
-                                 compiled)
-  evaluate = make_evaluate(nets, tasks_seq.mean, tasks_seq.std, config.train.eval_batch_size,
-                           config.train.batch_size, compiled)
-  writer = reporting.MetricWriter(ckpt.tensorboard_dir)
   started = time.time()
-  seconds = lambda: seconds_before + time.time() - started
-  progress = reporting.Progress(total_tasks=k_tasks)
-
-  for task_id in range(position.task, k_tasks):
-    x_np, y_np = train_sets[task_id]
-    steps_per_epoch = len(y_np) // config.train.batch_size
-    images, labels = jax.device_put(_pad_to(x_np, padded_size)), jax.device_put(_pad_to(y_np, padded_size))
-    if position.epoch == 0 and position.batch == 0:
-      state = begin_task(state, task_id)
-    progress.start_task(task_id, config.train.epochs * steps_per_epoch,
-                        done=position.epoch * steps_per_epoch + position.batch)
-    for epoch in range(position.epoch, config.train.epochs):
-      batch = position.batch if epoch == position.epoch else 0
-      while batch < steps_per_epoch:
-        n = min(config.train.log_every_steps, steps_per_epoch - batch)
-        t0 = time.time()
-        state, chunk_metrics = train_chunk(state, images, labels, len(y_np), task_id, epoch, batch, n)
-        chunk_metrics = jax.device_get(chunk_metrics)
-        batch += n
-        rate = n * config.train.batch_size / max(time.time() - t0, 1e-9)
-        _check_finite(chunk_metrics, task_id, epoch, batch)
-        writer.scalars(int(state.step), {f"train/{k}": float(v) for k, v in chunk_metrics.items()}
-                       | {"train/images_per_second": rate, "train/task": task_id})
-        progress.advance(n, epoch, chunk_metrics)
-    position = checkpointing.Position(task=task_id + 1, epoch=0, batch=0)
-    del images, labels
-
-    for j in range(task_id + 1):
-      t = tasks_seq.tasks[j]
-      acc[task_id, j] = evaluate(state.params, state.batch_stats, t.x_test, t.y_test, j, config.seed)
-    summary = metrics_lib.summarize(acc, upto=task_id)
-    writer.scalars(int(state.step), {f"test/task_{j}": acc[task_id, j] for j in range(task_id + 1)}
-                   | {f"test/{k}": v for k, v in summary.items()})
-    progress.end_task(task_id, acc[task_id, :task_id + 1], summary)
-    state = end_task(state)
-    ckpt.save(state, {"position": dataclasses.asdict(position), "accuracy_matrix": reporting.jsonable(acc),
-                      "seconds": seconds(), "num_tasks": k_tasks, "config": reporting.jsonable(config),
-                      "class_order": list(tasks_seq.class_order)})
-  progress.close()
-  writer.close()
+  run = _Run(
+      config=config, tasks=tasks_seq, train_sets=train_sets, padded_size=max(len(y) for _, y in train_sets),
+      begin_task=make_begin_task(nets, init_protos),
+      train_chunk=make_train_chunk(make_train_step(nets, settings, main_opt, proto_opt), config.train.batch_size,
+                                   compiled),
+      evaluate=make_evaluate(nets, tasks_seq.mean, tasks_seq.std, config.train.eval_batch_size,
+                             config.train.batch_size, compiled),
+      ckpt=ckpt, writer=reporting.MetricWriter(ckpt.tensorboard_dir), progress=reporting.Progress(k_tasks),
+      stop=stop, seconds=lambda: seconds_before + time.time() - started)
+  try:
+    for task_id in range(position.task, k_tasks):
+      state = _train_task(run, state, task_id, position, acc)
+      acc[task_id, :task_id + 1] = [
+          run.evaluate(state.params, state.batch_stats, t.x_test, t.y_test, j, config.seed)
+          for j, t in enumerate(tasks_seq.tasks[:task_id + 1])]
+      summary = metrics_lib.summarize(acc, upto=task_id)
+      run.writer.scalars(int(state.step), {f"test/task_{j}": acc[task_id, j] for j in range(task_id + 1)}
+                         | {f"test/{k}": v for k, v in summary.items()})
+      run.progress.end_task(task_id, acc[task_id, :task_id + 1], summary)
+      state = end_task(state)
+      position = checkpointing.Position(task=task_id + 1, epoch=0, batch=0)
+      run.save(state, position, acc)
+      stop.raise_if_requested(position)
+  finally:
+    run.progress.close()
+    run.writer.close()
 
   summary = metrics_lib.summarize(acc)
-  total_seconds = seconds()
   extra = {"class_order": list(tasks_seq.class_order), "num_tasks": k_tasks, "classes_per_task": c,
            "method": config.method}
-  reporting.write_results_json(ckpt.results_path, acc, summary, config, total_seconds, extra=extra)
+  reporting.write_results_json(ckpt.results_path, acc, summary, config, run.seconds(), extra=extra)
   reporting.plot_accuracy_matrix(ckpt.path("accuracy_matrix.png"), acc)
   reporting.plot_task_curves(ckpt.path("task_accuracy.png"), acc)
-  ckpt.close()
   print(reporting.format_table(acc, summary))
   return reporting.read_results(ckpt.results_path)
+
+
+def _train_task(run: _Run, state: TrainState, task_id: int, position: checkpointing.Position,
+                acc: np.ndarray) -> TrainState:
+  """Trains task `task_id` from `position` (its start, or where a checkpoint left it).
+
+  Saves a checkpoint every `train.checkpoint_every_steps` steps and when a stop is requested
+  (SIGINT/SIGTERM), then raises `Stopped`; the task-end checkpoint is the caller's.
+  """
+  cfg = run.config.train
+  x_np, y_np = run.train_sets[task_id]
+  steps_per_epoch = len(y_np) // cfg.batch_size
+  images, labels = jax.device_put(_pad_to(x_np, run.padded_size)), jax.device_put(_pad_to(y_np, run.padded_size))
+  fresh = position.task != task_id or (position.epoch == 0 and position.batch == 0)
+  if fresh:
+    state = run.begin_task(state, task_id)
+    position = checkpointing.Position(task_id, 0, 0)
+  run.progress.start_task(task_id, cfg.epochs * steps_per_epoch,
+                          done=position.epoch * steps_per_epoch + position.batch)
+  step = int(state.step)
+  every = cfg.checkpoint_every_steps
+  for epoch in range(position.epoch, cfg.epochs):
+    batch = position.batch if epoch == position.epoch else 0
+    while batch < steps_per_epoch:
+      n = min(cfg.log_every_steps, steps_per_epoch - batch)
+      if every:
+        n = min(n, every - step % every)  # land exactly on checkpoint steps
+      t0 = time.time()
+      state, chunk_metrics = run.train_chunk(state, images, labels, len(y_np), task_id, epoch, batch, n)
+      chunk_metrics = jax.device_get(chunk_metrics)
+      batch, step = batch + n, step + n
+      rate = n * cfg.batch_size / max(time.time() - t0, 1e-9)
+      _check_finite(chunk_metrics, task_id, epoch, batch)
+      run.writer.scalars(step, {f"train/{k}": float(v) for k, v in chunk_metrics.items()}
+                         | {"train/images_per_second": rate, "train/task": task_id})
+      run.progress.advance(n, epoch, chunk_metrics)
+      last_of_task = epoch == cfg.epochs - 1 and batch == steps_per_epoch
+      if not last_of_task and ((every and step % every == 0) or run.stop.requested):
+        here = (checkpointing.Position(task_id, epoch + 1, 0) if batch == steps_per_epoch
+                else checkpointing.Position(task_id, epoch, batch))
+        run.save(state, here, acc)
+        run.stop.raise_if_requested(here)
+  return state
 
 
 def _check_finite(metrics: dict, task: int, epoch: int, batch: int) -> None:
