@@ -51,7 +51,9 @@ class Checkpointer:
       raise UserError(f"cannot create workdir {workdir} ({e.strerror}): pass a writable --workdir") from None
     if not os.access(self.workdir, os.W_OK | os.X_OK):
       raise UserError(f"workdir {workdir} is not writable: pass a writable --workdir")
-    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, enable_async_checkpointing=False)
+    # cleanup_tmp_directories: a write cut short by a kill leaves a temporary directory; drop it.
+    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, enable_async_checkpointing=False,
+                                           cleanup_tmp_directories=True)
     self.manager = ocp.CheckpointManager(self.path("checkpoints"), options=options)
 
   def path(self, name: str) -> str:

@@ -1,5 +1,7 @@
 """Refuses bad configs before any work starts, with one readable line (`UserError`, exit 2)."""
 
+import math
+
 import ml_collections
 
 from pah_jax import data as data_lib
@@ -76,8 +78,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
       raise UserError(f"config {key}={value!r} is not one of {', '.join(map(repr, choices))}")
   for key, (low, high, exclusive) in _RANGES.items():
     value = _get(config, key)
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-      raise UserError(f"config {key}={value!r} must be a number")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+      raise UserError(f"config {key}={value!r} must be a finite number")
     if (value <= low if exclusive else value < low) or (high is not None and value > high):
       bound = f"> {low}" if exclusive else f">= {low}"
       bound += f" and <= {high}" if high is not None else ""

@@ -72,3 +72,16 @@ def test_npz_with_wrong_keys(tmp_path):
   np.savez(path, images=np.zeros((4, 8, 8), np.uint8), labels=np.arange(4))
   assert_user_error(run_cli(FASHION, f"--workdir={tmp_path}/w", "--config.data.name=npz",
                             f"--config.data.path={path}", "--config.data.num_tasks=2"), "x_train")
+
+
+def test_more_bad_values(tmp_path):
+  assert_user_error(run_cli(FASHION, f"--workdir={tmp_path}/w", "--config.pah.lambda_sm=nan"), "finite")
+  assert_user_error(run_cli(FASHION, "--workdir=/proc/pah_jax_cannot_write_here"), "workdir")
+
+
+def test_refusals_that_need_the_data(tmp_path):
+  """Crop prototypes larger than the 28x28 images; a batch larger than a task's data."""
+  assert_user_error(run_cli("--config=configs/fashion_mnist_official.py", f"--workdir={tmp_path}/a",
+                            "--config.pah.prototype_size=30"), "prototype_size=30")
+  assert_user_error(run_cli(FASHION, f"--workdir={tmp_path}/b", "--config.data.max_train_per_task=100",
+                            "--config.train.batch_size=128"), "batch_size=128")

@@ -115,3 +115,30 @@ def test_second_run_on_a_workdir_is_refused_and_stale_lock_taken_over(npz_path, 
   results = train.train_and_evaluate(tiny_config(npz_path), str(workdir))
   assert results["average_accuracy"] > 0
   assert not (workdir / "lock").exists()
+
+
+def test_non_finite_loss_stops_with_error_and_keeps_the_last_checkpoint(npz_path, tmp_path, monkeypatch):
+  """A NaN from task 1 on: error names task and epoch; task 0's checkpoint survives."""
+  import jax.numpy as jnp
+  from pah_jax import losses
+
+  real = losses.distill_old_tasks
+  monkeypatch.setattr(losses, "distill_old_tasks",
+                      lambda s, t, mask, **kw: jnp.where(jnp.any(mask), jnp.nan, real(s, t, mask, **kw)))
+  workdir = str(tmp_path / "w")
+  with pytest.raises(errors.UserError, match=r"non-finite loss.* in task 1, epoch 0"):
+    train.train_and_evaluate(tiny_config(npz_path), workdir)
+  meta = checkpointing.Checkpointer(workdir).latest_meta()
+  assert meta["position"] == {"task": 1, "epoch": 0, "batch": 0}
+  assert not os.path.exists(os.path.join(workdir, "results.json"))
+
+
+def test_checkpoint_of_another_layout_is_refused(uninterrupted, tmp_path, monkeypatch):
+  npz, _ = uninterrupted
+  workdir = str(tmp_path / "w")
+  config = tiny_config(npz)
+  config.data.num_tasks = 1  # one task is enough to leave a checkpoint
+  train.train_and_evaluate(config, workdir)
+  monkeypatch.setattr(checkpointing, "LAYOUT_VERSION", checkpointing.LAYOUT_VERSION + 1)
+  with pytest.raises(errors.UserError, match="another pah_jax layout"):
+    train.train_and_evaluate(config, workdir)
