@@ -94,10 +94,13 @@ def main():
       time.sleep(extra)
       proc.send_signal(signal.SIGKILL)
       proc.wait()
+      # Orbax writes into a temporary directory and renames it when complete: one left behind
+      # means this kill cut a checkpoint write short.
+      partial = [d for d in os.listdir(ckpt_dir) if "tmp" in d] if os.path.isdir(ckpt_dir) else []
       kills.append({"from_step": start, "killed_after_step": target, "extra_seconds": round(extra, 2),
-                    "newest_checkpoint_after_kill": newest()})
+                    "newest_checkpoint_after_kill": newest(), "during_checkpoint_write": bool(partial)})
       print(f"kill {len(kills)}: SIGKILL {extra:.2f} s after checkpoint step {target} "
-            f"(run resumed from step {start})", flush=True)
+            f"(run resumed from step {start}){', during a checkpoint write' if partial else ''}", flush=True)
     proc = run(command(npz, workdir))
     _, err = proc.communicate()
     if proc.returncode != 0:

@@ -29,6 +29,7 @@ from pah_jax import optim
 from pah_jax import pah
 from pah_jax import prototypes as prototypes_lib
 from pah_jax import reporting
+from pah_jax import sharding
 
 
 @flax.struct.dataclass
@@ -117,7 +118,7 @@ STEP_METRICS = ("loss", "loss_hm", "loss_sm", "loss_sp", "train_accuracy")
 
 
 def make_train_step(nets: pah.Networks, settings: StepSettings, main_opt: optax.GradientTransformation,
-                    proto_opt: optax.GradientTransformation) -> Callable:
+                    proto_opt: optax.GradientTransformation, mesh=None) -> Callable:
   """One PAH step on a uint8 batch of task `task_id` (a traced int: compiled once per run).
 
   Phase 1 (eq. 6 without L_sp): L_hm + lambda_sm L_sm updates backbone, hypernetwork and
@@ -129,6 +130,8 @@ def make_train_step(nets: pah.Networks, settings: StepSettings, main_opt: optax.
                               direction=s.kl_direction, reduction=s.old_task_reduction)
 
   def step(state: TrainState, images_u8, labels, task_id):
+    if mesh is not None:  # batch split over devices; BatchNorm and gradients stay global
+      images_u8, labels = sharding.split_batch(images_u8, mesh), sharding.split_batch(labels, mesh)
     if s.augment:
       images_u8 = images_lib.random_crop_flip(jax.random.fold_in(state.rng, state.step), images_u8)
     images = images_lib.normalize(images_u8, s.mean, s.std)
@@ -243,7 +246,7 @@ def make_train_chunk(step: Callable, batch_size: int, compiled: bool) -> Callabl
 
 
 def make_evaluate(nets: pah.Networks, mean, std, eval_batch_size: int, batch_size: int,
-                  compiled: bool) -> Callable:
+                  compiled: bool, mesh=None) -> Callable:
   """Test accuracy (%) of task `task_id` with that task's generated head.
 
   Running statistics: fixed-size padded batches in one compiled `lax.map`. Batch statistics
@@ -253,6 +256,8 @@ def make_evaluate(nets: pah.Networks, mean, std, eval_batch_size: int, batch_siz
   bn_batch = nets.eval_batch_stats
 
   def correct(params, batch_stats, images_u8, labels, valid, task_id):
+    if mesh is not None and images_u8.shape[0] % mesh.size == 0:
+      images_u8 = sharding.split_batch(images_u8, mesh)
     logits = pah.task_logits(nets, params, batch_stats, images_lib.normalize(images_u8, mean, std),
                              task_id, batch_statistics=bn_batch)
     return jnp.sum((jnp.argmax(logits, -1) == labels) & valid)
@@ -313,6 +318,7 @@ class _Run:
   begin_task: Callable
   train_chunk: Callable
   evaluate: Callable
+  mesh: "jax.sharding.Mesh"
   ckpt: checkpointing.Checkpointer
   writer: reporting.MetricWriter
   progress: reporting.Progress
@@ -358,7 +364,11 @@ def _train(config, ckpt: checkpointing.Checkpointer, stop: "checkpointing.StopRe
   nets = pah.build_networks(config, k_tasks, c)
   settings = StepSettings.from_config(config, tasks_seq.mean, tasks_seq.std)
   main_opt, proto_opt = optim.main_optimizer(config.optim), optim.prototype_optimizer(config.optim)
-  state = create_state(nets, config, init_protos, tasks_seq.image_shape)
+  mesh = sharding.data_mesh()
+  if config.train.batch_size % mesh.size:
+    raise errors.UserError(f"config train.batch_size={config.train.batch_size} must be divisible by the "
+                           f"{mesh.size} devices, which split every batch")
+  state = sharding.replicate(create_state(nets, config, init_protos, tasks_seq.image_shape), mesh)
   acc = np.full((k_tasks, k_tasks), np.nan)
   position = checkpointing.Position(task=0, epoch=0, batch=0)
   seconds_before = 0.0
@@ -373,10 +383,11 @@ def _train(config, ckpt: checkpointing.Checkpointer, stop: "checkpointing.StopRe
   run = _Run(
       config=config, tasks=tasks_seq, train_sets=train_sets, padded_size=max(len(y) for _, y in train_sets),
       begin_task=make_begin_task(nets, init_protos),
-      train_chunk=make_train_chunk(make_train_step(nets, settings, main_opt, proto_opt), config.train.batch_size,
-                                   compiled),
+      train_chunk=make_train_chunk(make_train_step(nets, settings, main_opt, proto_opt, mesh),
+                                   config.train.batch_size, compiled),
       evaluate=make_evaluate(nets, tasks_seq.mean, tasks_seq.std, config.train.eval_batch_size,
-                             config.train.batch_size, compiled),
+                             config.train.batch_size, compiled, mesh),
+      mesh=mesh,
       ckpt=ckpt, writer=reporting.MetricWriter(ckpt.tensorboard_dir), progress=reporting.Progress(k_tasks),
       stop=stop, seconds=lambda: seconds_before + time.time() - started)
   try:
@@ -417,7 +428,7 @@ def _train_task(run: _Run, state: TrainState, task_id: int, position: checkpoint
   cfg = run.config.train
   x_np, y_np = run.train_sets[task_id]
   steps_per_epoch = len(y_np) // cfg.batch_size
-  images, labels = jax.device_put(_pad_to(x_np, run.padded_size)), jax.device_put(_pad_to(y_np, run.padded_size))
+  images, labels = sharding.replicate((_pad_to(x_np, run.padded_size), _pad_to(y_np, run.padded_size)), run.mesh)
   fresh = position.task != task_id or (position.epoch == 0 and position.batch == 0)
   if fresh:
     state = run.begin_task(state, task_id)
