@@ -133,7 +133,9 @@ def make_train_step(nets: pah.Networks, settings: StepSettings, main_opt: optax.
     if mesh is not None:  # batch split over devices; BatchNorm and gradients stay global
       images_u8, labels = sharding.split_batch(images_u8, mesh), sharding.split_batch(labels, mesh)
     if s.augment:
-      images_u8 = images_lib.random_crop_flip(jax.random.fold_in(state.rng, state.step), images_u8)
+      # Streams of the root key: 0 initialisation, 1 data order, 2 augmentation.
+      images_u8 = images_lib.random_crop_flip(jax.random.fold_in(jax.random.fold_in(state.rng, 2), state.step),
+                                              images_u8)
     images = images_lib.normalize(images_u8, s.mean, s.std)
     old_mask = jnp.arange(nets.num_tasks) < task_id
 
