@@ -76,6 +76,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.train = t = ml_collections.ConfigDict()
   t.epochs = 15
   t.batch_size = 64
+  t.eval_accuracy = "examples"  # examples | batch_mean (official: mean of per-batch accuracies)
   t.eval_batch_size = 500  # running-statistics evaluation only; batch mode evaluates at batch_size
   t.augment = False  # random crop (pad 4) + horizontal flip, on device
   # auto: compiled epoch loops on GPU/TPU, per-step jit calls on CPU (XLA:CPU runs convolutions

@@ -4,7 +4,8 @@ Use the `*_official.py` configs; this module holds the overrides they share:
 crop-and-grey semantic init with that image removed from training, KL(new || old), sum over
 old tasks, batch statistics everywhere, the second AdamW on the prototypes, AdamW groups
 (backbone 1e-4, hypernetwork and prototypes 1e-3, weight decay 0.01), 15 epochs, batch 64,
-no augmentation, natural class order, ImageNet stem, mean/std 0.5 normalisation.
+no augmentation, natural class order, ImageNet stem, mean/std 0.5 normalisation, test
+accuracy as the mean of per-batch accuracies over shuffled batches of 64.
 """
 
 
@@ -33,4 +34,5 @@ def apply(c):
   c.train.epochs = 15
   c.train.batch_size = 64
   c.train.augment = False
+  c.train.eval_accuracy = "batch_mean"
   return c

@@ -29,6 +29,7 @@ _CHOICES = {
     "pah.old_task_reduction": ("mean", "sum"),
     "pah.prototype_update": ("masked", "official"),
     "train.loop": ("auto", "compiled", "python"),
+    "train.eval_accuracy": ("examples", "batch_mean"),
 }
 
 # key: (lowest allowed, highest allowed or None, lowest excluded?)

@@ -248,12 +248,13 @@ def make_train_chunk(step: Callable, batch_size: int, compiled: bool) -> Callabl
 
 
 def make_evaluate(nets: pah.Networks, mean, std, eval_batch_size: int, batch_size: int,
-                  compiled: bool, mesh=None) -> Callable:
+                  compiled: bool, mesh=None, batch_mean: bool = False) -> Callable:
   """Test accuracy (%) of task `task_id` with that task's generated head.
 
-  Running statistics: fixed-size padded batches in one compiled `lax.map`. Batch statistics
-  (official): the official protocol's shuffled batches of `batch_size`, since each batch's
-  own statistics normalise it; the accuracy is over examples.
+  Running statistics: fixed-size padded batches. Batch statistics (official): the official
+  protocol's shuffled batches of `batch_size` (the last one smaller), since each batch's own
+  statistics normalise it. The accuracy is over examples, or with `batch_mean` the mean of
+  the per-batch accuracies, as the official code reports it.
   """
   bn_batch = nets.eval_batch_stats
 
@@ -268,36 +269,39 @@ def make_evaluate(nets: pah.Networks, mean, std, eval_batch_size: int, batch_siz
 
   @jax.jit
   def compiled_batches(params, batch_stats, images, labels, valid, task_id):
-    fn = lambda xs: correct(params, batch_stats, xs[0], xs[1], xs[2], task_id)
-    return jnp.sum(jax.lax.map(fn, (images, labels, valid)))
+    return jax.lax.map(lambda xs: correct(params, batch_stats, *xs, task_id), (images, labels, valid))
 
-  def batched(params, batch_stats, images, labels, valid, task_id):
+  def per_batch(params, batch_stats, images, labels, valid, task_id) -> np.ndarray:
+    """Correct predictions of each of the (nb, size) batches."""
     if compiled:
-      return compiled_batches(params, batch_stats, images, labels, valid, task_id)
-    return sum(jit_correct(params, batch_stats, images[i], labels[i], valid[i], task_id) for i in range(len(images)))
+      return np.asarray(compiled_batches(params, batch_stats, images, labels, valid, task_id))
+    return np.array([jit_correct(params, batch_stats, images[i], labels[i], valid[i], task_id)
+                     for i in range(len(images))])
 
   def evaluate(params, batch_stats, images: np.ndarray, labels: np.ndarray, task_id: int, seed: int) -> float:
     n = len(labels)
     if bn_batch:
       order = np.random.default_rng([seed, task_id, 0xE7A1]).permutation(n)
       images, labels = images[order], labels[order]
-      size = batch_size
-    else:
-      size = eval_batch_size
+    size = batch_size if bn_batch else eval_batch_size
+    # Batch statistics need real batches: full ones together, the smaller last one alone.
     full = (n // size) * size if bn_batch else n
-    total = 0
+    counts, sizes = [], []
     if full:
       nb = -(-full // size)
       pad = nb * size - full
       x = np.concatenate([images[:full], np.zeros((pad,) + images.shape[1:], images.dtype)])
       y = np.concatenate([labels[:full], np.zeros((pad,), labels.dtype)])
       valid = np.arange(nb * size) < full
-      total += int(batched(params, batch_stats, x.reshape(nb, size, *x.shape[1:]), y.reshape(nb, size),
-                           valid.reshape(nb, size), task_id))
-    if full < n:  # batch statistics: the last, smaller batch on its own
-      total += int(batched(params, batch_stats, images[None, full:], labels[None, full:],
-                           np.ones((1, n - full), bool), task_id))
-    return 100.0 * total / n
+      counts += list(per_batch(params, batch_stats, x.reshape(nb, size, *x.shape[1:]), y.reshape(nb, size),
+                               valid.reshape(nb, size), task_id))
+      sizes += list(valid.reshape(nb, size).sum(1))
+    if full < n:
+      counts += list(per_batch(params, batch_stats, images[None, full:], labels[None, full:],
+                               np.ones((1, n - full), bool), task_id))
+      sizes.append(n - full)
+    counts, sizes = np.asarray(counts, float), np.asarray(sizes, float)
+    return float(100.0 * (np.mean(counts / sizes) if batch_mean else counts.sum() / n))
 
   return evaluate
 
@@ -388,7 +392,8 @@ def _train(config, ckpt: checkpointing.Checkpointer, stop: "checkpointing.StopRe
       train_chunk=make_train_chunk(make_train_step(nets, settings, main_opt, proto_opt, mesh),
                                    config.train.batch_size, compiled),
       evaluate=make_evaluate(nets, tasks_seq.mean, tasks_seq.std, config.train.eval_batch_size,
-                             config.train.batch_size, compiled, mesh),
+                             config.train.batch_size, compiled, mesh,
+                             batch_mean=config.train.eval_accuracy == "batch_mean"),
       mesh=mesh,
       ckpt=ckpt, writer=reporting.MetricWriter(ckpt.tensorboard_dir), progress=reporting.Progress(k_tasks),
       stop=stop, seconds=lambda: seconds_before + time.time() - started)
