@@ -37,6 +37,9 @@ def get_config() -> ml_collections.ConfigDict:
   m.teacher_batch_norm = ""
   m.prototype_batch_norm = ""
   m.eval_batch_norm = ""
+  # torchvision ResNet-18 state dict for the backbone (.pth needs torch; .npz from
+  # experiments/convert_torchvision.py; .safetensors); "" = from scratch. Needs width 1.0.
+  m.pretrained = ""
   m.dtype = "float32"  # float32 | bfloat16 (compute dtype; parameters stay float32)
 
   c.hypernet = h = ml_collections.ConfigDict()

@@ -55,6 +55,9 @@ class Checkpointer:
     options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, enable_async_checkpointing=False,
                                            cleanup_tmp_directories=True)
     self.manager = ocp.CheckpointManager(self.path("checkpoints"), options=options)
+    # Orbax removes leftover temporary directories in a background thread; wait for it, so it
+    # neither races other file-system users (TFDS) nor dies noisily when a run exits early.
+    getattr(self.manager, "_maybe_await_cleanup_tmp_directory", lambda: None)()
 
   def path(self, name: str) -> str:
     return os.path.join(self.workdir, name)

@@ -1,6 +1,7 @@
 """Refuses bad configs before any work starts, with one readable line (`UserError`, exit 2)."""
 
 import math
+import os
 
 import ml_collections
 
@@ -87,6 +88,11 @@ def validate(config: ml_collections.ConfigDict) -> None:
       raise UserError(f"config {key}={value!r} is out of range: it must be {bound}")
   if config.pah.prototype_init == "semantic" and config.pah.semantic_init == "crop" and config.pah.prototype_channels == 3:
     raise UserError("config pah.semantic_init=crop makes grey prototypes: set pah.prototype_channels=1 (or 0)")
+  if not isinstance(config.model.pretrained, str):
+    raise UserError(f"config model.pretrained={config.model.pretrained!r} must be a file path or empty")
+  if config.model.pretrained and not os.path.isfile(config.model.pretrained):
+    raise UserError(f"config model.pretrained={config.model.pretrained}: no such file "
+                    "(convert torchvision weights with experiments/convert_torchvision.py)")
   data_lib.check_config(config.data, config.seed)
 
 

@@ -27,6 +27,7 @@ from pah_jax import losses
 from pah_jax import metrics as metrics_lib
 from pah_jax import optim
 from pah_jax import pah
+from pah_jax import pretrained
 from pah_jax import prototypes as prototypes_lib
 from pah_jax import reporting
 from pah_jax import sharding
@@ -79,6 +80,7 @@ def create_state(nets: pah.Networks, config: ml_collections.ConfigDict, init_pro
   options = {"xla_backend_optimization_level": 0} if jax.default_backend() == "cpu" else None
   init = jax.jit(lambda key, protos: pah.init_params(nets, key, protos, image_shape), compiler_options=options)
   params, batch_stats = init(jax.random.fold_in(rng, 0), jnp.asarray(init_prototypes))
+  params, batch_stats = pretrained.load_from_config(config.model, params, batch_stats)
   k, c = nets.num_tasks, nets.num_classes
   return TrainState(
       step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,

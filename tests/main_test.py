@@ -85,3 +85,8 @@ def test_refusals_that_need_the_data(tmp_path):
                             "--config.pah.prototype_size=30"), "prototype_size=30")
   assert_user_error(run_cli(FASHION, f"--workdir={tmp_path}/b", "--config.data.max_train_per_task=100",
                             "--config.train.batch_size=128"), "batch_size=128")
+
+
+def test_missing_pretrained_file(tmp_path):
+  assert_user_error(run_cli(FASHION, f"--workdir={tmp_path}/w", f"--config.model.pretrained={tmp_path}/r18.npz"),
+                    "no such file")

@@ -1,0 +1,83 @@
+"""experiments/benchmark.py at toy scale: it runs end to end and writes the documented JSON.
+
+The benchmark itself is not part of the package; these tests only guard its plumbing
+(flags, rows, ratios, JSON keys) and the PyTorch reference's pass structure.
+"""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPT = os.path.join(ROOT, "experiments", "benchmark.py")
+
+
+def _load(name, path):
+  spec = importlib.util.spec_from_file_location(name, path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def test_toy_run_writes_rows_ratios_and_machine(tmp_path):
+  out = tmp_path / "bench.json"
+  # Compile time dominates at this size; XLA's lowest optimisation level halves it.
+  env = {**os.environ, "XLA_FLAGS": "--xla_backend_optimization_level=0", "JAX_PLATFORMS": "cpu"}
+  cmd = [sys.executable, SCRIPT, "--width", "0.0625", "--batch-size", "4", "--num-tasks", "3",
+         "--classes-per-task", "2", "--image-size", "12", "--steps", "1", "--warmup", "1", "--repeats", "1",
+         "--skip-torch", "--skip-chunk", "--out", str(out)]
+  proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  results = json.loads(out.read_text())
+  assert {"settings", "machine", "rows", "ratios", "targets", "table"} <= set(results)
+  assert {"platform", "cpu_count", "jax_backend", "jax_devices", "torch"} <= set(results["machine"])
+  for name in ("finetune", "pah_step"):
+    row = results["rows"][name]
+    for key in ("images_per_second", "seconds_per_step", "compile_seconds", "first_call_seconds",
+                "peak_memory_bytes", "peak_memory_source"):
+      assert key in row, (name, key)
+    assert row["images_per_second"] > 0
+  assert results["rows"]["pah_step"]["task_id"] == 2
+  assert results["ratios"]["pah_step_over_finetune_step_time"] > 0
+  assert "pah_step: step <= 1.5x finetune" in results["targets"]
+  assert "pah_step" in proc.stdout
+
+
+def test_config_overrides_are_typed_and_checked():
+  bench = _load("benchmark", SCRIPT)
+  args = bench.parse_args(["--width", "0.5", "--stem", "cifar", "--config", "model.dtype=bfloat16",
+                           "--config", "pah.lambda_sm=1", "--config", "train.augment=true"])
+  config = bench.official_config(args)
+  assert (config.model.width, config.model.stem, config.model.dtype) == (0.5, "cifar", "bfloat16")
+  assert config.pah.lambda_sm == 1.0 and isinstance(config.pah.lambda_sm, float)
+  assert config.train.augment is True
+  assert config.pah.kl_direction == "new_old"  # the official preset is the base
+  with pytest.raises(SystemExit):
+    bench.official_config(bench.parse_args(["--config", "model.nope=1"]))
+
+
+def test_official_reference_runs_one_plus_two_k_backbone_passes():
+  torch = pytest.importorskip("torch")
+  ref = _load("torch_reference", os.path.join(ROOT, "experiments", "torch_reference.py"))
+  torch.manual_seed(0)
+  k, c = 4, 3
+  model = ref.PAHModel(k, c, width=0.0625, stem="imagenet")
+  step = ref.OfficialStep(model)
+  calls = {"new": [], "old": []}
+  model.backbone.register_forward_hook(lambda m, i, o: calls["new"].append(i[0].shape[-1]))
+  step.old.backbone.register_forward_hook(lambda m, i, o: calls["old"].append(i[0].shape[-1]))
+  images = torch.randint(0, 256, (6, 16, 16, 3), dtype=torch.uint8)
+  labels = torch.arange(6) % c
+  protos = model.prototypes.detach().clone()
+  backbone = [p.detach().clone() for p in model.backbone.parameters()]
+  loss = step(images, labels, k - 1)
+  assert torch.isfinite(loss)
+  # Images: 1 + (k-1) new passes and k-1 old ones; prototypes (10x10): k-1 each.
+  assert calls["new"].count(16) == k and calls["old"].count(16) == k - 1
+  assert calls["new"].count(10) == k - 1 and calls["old"].count(10) == k - 1
+  assert not torch.equal(protos, model.prototypes.detach())
+  assert any(not torch.equal(a, b.detach()) for a, b in zip(backbone, model.backbone.parameters()))
