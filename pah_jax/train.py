@@ -77,8 +77,10 @@ def create_state(nets: pah.Networks, config: ml_collections.ConfigDict, init_pro
   rng = jax.random.PRNGKey(config.seed)
   # Compiled as one program: run op by op, the initialisers cost ~20 s of compiles on a CPU.
   # Optimising that run-once program is not worth its compile time on CPU either.
-  options = {"xla_backend_optimization_level": 0} if jax.default_backend() == "cpu" else None
-  init = jax.jit(lambda key, protos: pah.init_params(nets, key, protos, image_shape), compiler_options=options)
+  init = functools.partial(pah.init_params, nets, image_shape=image_shape)
+  if not isinstance(init_prototypes, jax.core.Tracer):  # not already inside someone's jit
+    options = {"xla_backend_optimization_level": 0} if jax.default_backend() == "cpu" else None
+    init = jax.jit(init, compiler_options=options)
   params, batch_stats = init(jax.random.fold_in(rng, 0), jnp.asarray(init_prototypes))
   params, batch_stats = pretrained.load_from_config(config.model, params, batch_stats)
   k, c = nets.num_tasks, nets.num_classes
