@@ -3,7 +3,7 @@
   python experiments/kill_resume.py --kills 5 --out experiments/results/kill_resume.json
 
 A small synthetic `.npz` task sequence is trained with a checkpoint after every step. Each
-kill waits until the run has made 1-6 new checkpoints, then a random 0-0.5 s more, so kills
+kill waits until the run has made 1-4 new checkpoints, then a random 0-0.5 s more, so kills
 land at random points of steps and checkpoint writes (never before any progress). After the kills the run is completed and its
 results.json (without `seconds`) must equal the uninterrupted run's, bit for bit.
 """
@@ -39,10 +39,10 @@ def make_npz(path, num_classes=6, train_per_class=64, test_per_class=10, size=12
   np.savez(path, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
 
 
-def command(npz, workdir):
+def command(npz, workdir, num_tasks, epochs):
   return [sys.executable, "-m", "pah_jax.main", "--config=configs/default.py", f"--workdir={workdir}",
-          "--config.data.name=npz", f"--config.data.path={npz}", "--config.data.num_tasks=3",
-          "--config.model.width=0.125", "--config.pah.prototype_size=4", "--config.train.epochs=2",
+          "--config.data.name=npz", f"--config.data.path={npz}", f"--config.data.num_tasks={num_tasks}",
+          "--config.model.width=0.125", "--config.pah.prototype_size=4", f"--config.train.epochs={epochs}",
           "--config.train.batch_size=16", "--config.train.eval_batch_size=32",
           "--config.train.log_every_steps=1", "--config.train.checkpoint_every_steps=1"]
 
@@ -64,15 +64,18 @@ def main():
   parser.add_argument("--kills", type=int, default=5)
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--out", default="")
+  parser.add_argument("--num-tasks", type=int, default=3, help="tasks of 2 classes, 8 steps per epoch")
+  parser.add_argument("--epochs", type=int, default=2)
   args = parser.parse_args()
   rnd = random.Random(args.seed)
   tmp = tempfile.mkdtemp(prefix="kill_resume_")
   try:
     npz = os.path.join(tmp, "data.npz")
-    make_npz(npz)
+    make_npz(npz, num_classes=2 * args.num_tasks)
+    cmd = lambda workdir: command(npz, workdir, args.num_tasks, args.epochs)
     reference = os.path.join(tmp, "reference")
     t0 = time.time()
-    proc = run(command(npz, reference))
+    proc = run(cmd(reference))
     _, err = proc.communicate()
     wall = time.time() - t0
     if proc.returncode != 0:
@@ -84,8 +87,8 @@ def main():
     ckpt_dir = os.path.join(workdir, "checkpoints")
     newest = lambda: max([int(s) for s in os.listdir(ckpt_dir) if s.isdigit()] or [0]) if os.path.isdir(ckpt_dir) else 0
     while len(kills) < args.kills:
-      start, target = newest(), newest() + rnd.randint(1, 6)
-      proc = run(command(npz, workdir))
+      start, target = newest(), newest() + rnd.randint(1, 4)
+      proc = run(cmd(workdir))
       while proc.poll() is None and newest() < target:
         time.sleep(0.05)
       if proc.poll() is not None:
@@ -101,7 +104,7 @@ def main():
                     "newest_checkpoint_after_kill": newest(), "during_checkpoint_write": bool(partial)})
       print(f"kill {len(kills)}: SIGKILL {extra:.2f} s after checkpoint step {target} "
             f"(run resumed from step {start}){', during a checkpoint write' if partial else ''}", flush=True)
-    proc = run(command(npz, workdir))
+    proc = run(cmd(workdir))
     _, err = proc.communicate()
     if proc.returncode != 0:
       sys.exit(f"resumed run failed:\n{err.decode()[-3000:]}")
