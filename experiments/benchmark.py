@@ -12,11 +12,16 @@ In one process on one machine, images per second of:
   torch_official experiments/torch_reference.py: the official step in PyTorch eager
                  (1 + 2(K-1) backbone passes per batch, second AdamW on the prototypes).
   torch_finetune the fine-tune step in PyTorch, for the official step's relative cost.
-Each row: warm-up, then `--repeats` timings of `--steps` steps; the median is reported.
-JAX compile time is reported apart (first call minus the steady-state step time).
+Every row is compiled and warmed up first, then all rows are timed round-robin, `--repeats`
+times `--steps` steps each, so load from other jobs on a shared machine hits them alike; the
+median repeat is reported. JAX compile time is reported apart (first call minus the
+steady-state step time). PyTorch is timed with each of `--torch-threads` and compared at its
+fastest. --breakdown times the PAH step's parts apart, with XLA's FLOP counts. JAX rows run
+on pah_jax's data mesh over all devices (the batch split, state replicated), as training does.
 
 With --sequence it also times a whole K-task PAH sequence (pah_jax.train.train_and_evaluate,
 official preset) on synthetic CIFAR-shaped data (or real CIFAR-100 with --cifar-data-dir).
+BENCHMARKS.md has the figures, the machines and the commands.
 """
 
 import argparse
@@ -37,9 +42,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:  # run as a script from anywhere: pah_jax and configs live at the root
   sys.path.insert(0, ROOT)
 
-# bf16 dense peak (FLOP/s) of the GPUs this benchmark is meant for, to turn measured FLOP/s
-# into model FLOP utilisation; --peak-tflops overrides (e.g. for fp32 or other devices).
-PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
+# Dense bf16 tensor-core peaks (FLOP/s, vendor data sheets) of the GPUs this benchmark is meant
+# for, matched in order against jax's device_kind, to turn measured FLOP/s into a utilisation;
+# --peak-tflops overrides (e.g. an fp32 run: H100 SXM has 67 TFLOP/s without tensor cores).
+PEAK_BF16_FLOPS = (("H100 PCIe", 756e12), ("H100", 989e12), ("H200", 989e12), ("A100", 312e12))
 
 
 def parse_args(argv=None):
@@ -61,10 +67,20 @@ def parse_args(argv=None):
                  help="train.loop for the make_train_chunk row (auto: compiled on GPU/TPU, python on CPU)")
   p.add_argument("--skip-chunk", action="store_true", help="leave out the make_train_chunk row")
   p.add_argument("--skip-torch", action="store_true", help="leave out the PyTorch rows")
-  p.add_argument("--torch-threads", type=int, default=0, help="0: the machine's CPU count")
+  p.add_argument("--torch-threads", default="",
+                 help="comma-separated thread counts to time PyTorch with (default: the CPU count and 1); "
+                      "the fastest is compared against")
+  p.add_argument("--torch-steps", type=int, default=0,
+                 help="timed steps per repeat of the PyTorch rows (default: --steps); the official step "
+                      "at K-1 old tasks is slow")
+  p.add_argument("--breakdown", action="store_true",
+                 help="also time the parts of the PAH step apart (teacher pass, main phase, prototype phase, "
+                      "optimisers) with their XLA FLOP counts")
   p.add_argument("--peak-tflops", type=float, default=0.0,
-                 help="device peak for model FLOP utilisation (default: bf16 peak of a known GPU)")
+                 help="one device's peak for FLOP utilisation (default: a known GPU's bf16 peak, bf16 runs only)")
   p.add_argument("--sequence", action="store_true", help="also time a whole K-task PAH sequence")
+  p.add_argument("--sequence-only", action="store_true",
+                 help="time only the sequence (a process of its own: a device's peak memory cannot be reset)")
   p.add_argument("--epochs", type=int, default=15, help="--sequence: epochs per task")
   p.add_argument("--sequence-batch-size", type=int, default=64, help="--sequence: batch size")
   p.add_argument("--train-per-task", type=int, default=4491,
@@ -126,7 +142,10 @@ def official_config(args):
       parent = parent[part]
     if leaf not in parent:
       raise SystemExit(f"error: --config {key}: no such key (configs/default.py lists them)")
-    parent[leaf] = _parse_value(text, parent[leaf])
+    try:
+      parent[leaf] = _parse_value(text, parent[leaf])
+    except (ValueError, SyntaxError, TypeError) as e:
+      raise SystemExit(f"error: --config {key}={text!r}: {e}") from e
   return config
 
 
@@ -163,6 +182,25 @@ def peak_rss_bytes() -> int:
   return rss if sys.platform == "darwin" else rss * 1024  # bytes on macOS, KiB on Linux
 
 
+def current_rss_bytes():
+  """Resident set now (Linux), else None."""
+  try:
+    with open("/proc/self/status") as f:
+      for line in f:
+        if line.startswith("VmRSS:"):
+          return int(line.split()[1]) * 1024
+  except OSError:
+    pass
+  return None
+
+
+def jax_bytes_in_use():
+  """Device bytes in use now where the allocator reports it (GPU/TPU), else None."""
+  import jax
+
+  return (jax.devices()[0].memory_stats() or {}).get("bytes_in_use")
+
+
 def jax_peak_memory():
   """(bytes, source): the device allocator's peak where it reports one (GPU/TPU), else RSS.
 
@@ -174,26 +212,64 @@ def jax_peak_memory():
   stats = jax.devices()[0].memory_stats() or {}
   if "peak_bytes_in_use" in stats:
     return int(stats["peak_bytes_in_use"]), "jax device memory_stats()['peak_bytes_in_use']"
-  return peak_rss_bytes(), "process peak RSS (VmHWM, reset before the row)"
+  return peak_rss_bytes(), "process peak RSS during the row's setup, compile and warm-up (VmHWM reset before it)"
+
+
+class Timed:
+  """A row being measured: `run()` advances `steps` training steps (asynchronously is fine),
+  `sync()` waits for them. `warm_up()` makes the first call `first` (one step, compile
+  included) and the warm-up `warm`; `time_once()` adds one timed repeat of `run`. Rows are timed
+  round-robin (`time_rows`), so a load change on a shared machine hits every row alike instead
+  of skewing their ratios."""
+
+  def __init__(self, run, sync, steps: int, first, warm):
+    self.run, self.sync, self.steps, self.first, self.warm = run, sync, steps, first, warm
+    self.first_call_seconds = None
+    self.per_step = []
+
+  def warm_up(self):
+    t0 = time.perf_counter()
+    self.first()
+    self.sync()
+    self.first_call_seconds = time.perf_counter() - t0
+    self.warm()
+    self.sync()
+
+  def time_once(self):
+    t0 = time.perf_counter()
+    self.run()
+    self.sync()
+    self.per_step.append((time.perf_counter() - t0) / self.steps)
+
+  def timing(self) -> dict:
+    return {"first_call_seconds": self.first_call_seconds, "seconds_per_step_repeats": self.per_step}
+
+
+def step_runner(step_once, sync, steps: int, warmup: int) -> Timed:
+  """A Timed over single calls: the first compiles, `warmup - 1` more warm up, runs of `steps`."""
+
+  def repeat(n):
+    for _ in range(n):
+      step_once()
+
+  return Timed(lambda: repeat(steps), sync, steps, first=step_once, warm=lambda: repeat(warmup - 1))
+
+
+def time_rows(timers: dict, repeats: int) -> dict:
+  """Round-robin: repeat r of every row before repeat r + 1 of any."""
+  for _ in range(repeats):
+    for timer in timers.values():
+      timer.time_once()
+  return {name: timer.timing() for name, timer in timers.items()}
 
 
 def time_loop(run, sync, steps: int, warmup: int, repeats: int) -> dict:
-  """Times `run()` (one step, asynchronous allowed) with `sync()` closing each measurement."""
-  t0 = time.perf_counter()
-  run()
-  sync()
-  first = time.perf_counter() - t0
-  for _ in range(warmup - 1):
-    run()
-  sync()
-  per_step = []
+  """One row on its own (PyTorch rows, breakdown parts)."""
+  timer = step_runner(run, sync, steps, warmup)
+  timer.warm_up()
   for _ in range(repeats):
-    t0 = time.perf_counter()
-    for _ in range(steps):
-      run()
-    sync()
-    per_step.append((time.perf_counter() - t0) / steps)
-  return {"first_call_seconds": first, "seconds_per_step_repeats": per_step}
+    timer.time_once()
+  return timer.timing()
 
 
 def summarize(timing: dict, batch_size: int, jax_row: bool) -> dict:
@@ -218,6 +294,20 @@ def flops_of(jitted, *args):
     return None  # cost analysis is optional information; some backends do not provide it
 
 
+def data_mesh(batch_size: int):
+  """pah_jax's 1-D `data` mesh over every device: batches split, state and data replicated.
+
+  On one device this is plain single-device placement; with several (GPUs, or CPU devices
+  from --xla_force_host_platform_device_count) every row runs the library's multi-device path.
+  """
+  from pah_jax import sharding
+
+  mesh = sharding.data_mesh()
+  if batch_size % mesh.size:
+    raise SystemExit(f"error: --batch-size {batch_size} must be divisible by the {mesh.size} devices")
+  return mesh
+
+
 def synthetic_batch(rng, n, image_size, num_classes):
   images = rng.integers(0, 256, (n, image_size, image_size, 3), dtype=np.uint8)
   labels = (np.arange(n) % num_classes).astype(np.int32)
@@ -227,8 +317,11 @@ def synthetic_batch(rng, n, image_size, num_classes):
 # --------------------------------------------------------------------------- (a) finetune
 
 
-def finetune_row(args, config) -> dict:
-  """A minimal fine-tune step with pah_jax's step structure: state pytree in, state out."""
+def prepare_finetune(args, config):
+  """A minimal fine-tune step with pah_jax's step structure: state pytree in, state out.
+
+  Returns (Timed, row facts); the step is compiled and warmed up.
+  """
   import flax
   import flax.linen as nn
   import jax
@@ -238,7 +331,9 @@ def finetune_row(args, config) -> dict:
   from pah_jax import images as images_lib
   from pah_jax import losses
   from pah_jax import models
+  from pah_jax import sharding
 
+  mesh = data_mesh(args.batch_size)
   dtype = jnp.bfloat16 if config.model.dtype == "bfloat16" else jnp.float32
   backbone = models.ResNet18(width=config.model.width, stem=config.model.stem, dtype=dtype)
   c, s = args.classes_per_task, args.image_size
@@ -265,6 +360,8 @@ def finetune_row(args, config) -> dict:
     return State(jnp.zeros((), jnp.int32), params, variables["batch_stats"], tx.init(params))
 
   def step(state, images_u8, labels):
+    # As make_train_step: the batch split over the mesh, BatchNorm and gradients global.
+    images_u8, labels = sharding.split_batch(images_u8, mesh), sharding.split_batch(labels, mesh)
     images = images_lib.to_backbone_channels(images_lib.normalize(images_u8, mean, std))
 
     def loss_fn(params):
@@ -280,20 +377,17 @@ def finetune_row(args, config) -> dict:
                          opt_state=opt_state), {"loss": loss, "train_accuracy": accuracy}
 
   rng = np.random.default_rng(args.seed)
-  images, labels = (jax.device_put(a) for a in synthetic_batch(rng, args.batch_size, s, c))
+  images, labels = sharding.replicate(synthetic_batch(rng, args.batch_size, s, c), mesh)
   jstep = jax.jit(step, donate_argnums=0)
-  holder = {"state": init(jax.random.PRNGKey(args.seed))}
+  holder = {"state": sharding.replicate(init(jax.random.PRNGKey(args.seed)), mesh)}
   flops = flops_of(jstep, holder["state"], images, labels)
 
   def run():
     holder["state"], _ = jstep(holder["state"], images, labels)
 
-  timing = time_loop(run, lambda: jax.block_until_ready(holder["state"]), args.steps, args.warmup, args.repeats)
-  row = summarize(timing, args.batch_size, jax_row=True)
-  row["flops_per_step"] = flops
-  row["peak_memory_bytes"], row["peak_memory_source"] = jax_peak_memory()
-  del holder, images, labels
-  return row
+  timer = step_runner(run, lambda: jax.block_until_ready(holder["state"]), args.steps, args.warmup)
+  timer.warm_up()
+  return timer, {"flops_per_step": flops}
 
 
 # --------------------------------------------------------------------------- (b) PAH
@@ -306,10 +400,12 @@ def _pah_setup(args, config):
   from pah_jax import optim
   from pah_jax import pah
   from pah_jax import prototypes as prototypes_lib
+  from pah_jax import sharding
   from pah_jax import train
 
   k, c, s = args.num_tasks, args.classes_per_task, args.image_size
   mean = std = (0.5, 0.5, 0.5)
+  mesh = data_mesh(args.batch_size)
   rng = np.random.default_rng(args.seed)
   # Prototypes initialised as the official preset does, from one synthetic image per class.
   task_images = [synthetic_batch(rng, c, s, c) for _ in range(k)]
@@ -321,24 +417,27 @@ def _pah_setup(args, config):
   nets = pah.build_networks(config, k, c)
   settings = train.StepSettings.from_config(config, mean, std)
   step = train.make_train_step(nets, settings, optim.main_optimizer(config.optim),
-                               optim.prototype_optimizer(config.optim))
+                               optim.prototype_optimizer(config.optim), mesh)
   state = train.create_state(nets, config, init_protos, (s, s, 3))
   # A teacher with buffers of its own, as after a real task (end_task of a trained model),
   # then the task-start work of task K-1 (its prototypes, the teacher's prototype logits).
   state = state.replace(old_params=jax.tree_util.tree_map(lambda x: x.copy(), state.params),
                         old_batch_stats=jax.tree_util.tree_map(lambda x: x.copy(), state.batch_stats))
-  state = train.make_begin_task(nets, init_protos)(state, k - 1)
-  return nets, step, state
+  state = sharding.replicate(train.make_begin_task(nets, init_protos)(state, k - 1), mesh)
+  return nets, step, state, mesh
 
 
-def pah_step_row(args, config) -> dict:
+def prepare_pah_step(args, config):
+  """jax.jit(make_train_step(...), donate_argnums=0) on a fixed device-resident batch."""
   import jax
   import jax.numpy as jnp
 
-  _, step, state = _pah_setup(args, config)
+  from pah_jax import sharding
+
+  _, step, state, mesh = _pah_setup(args, config)
   rng = np.random.default_rng(args.seed + 1)
-  images, labels = (jax.device_put(a) for a in synthetic_batch(rng, args.batch_size, args.image_size,
-                                                                args.classes_per_task))
+  images, labels = sharding.replicate(synthetic_batch(rng, args.batch_size, args.image_size,
+                                                     args.classes_per_task), mesh)
   task_id = jnp.asarray(args.num_tasks - 1, jnp.int32)
   jstep = jax.jit(step, donate_argnums=0)
   flops = flops_of(jstep, state, images, labels, task_id)
@@ -348,77 +447,83 @@ def pah_step_row(args, config) -> dict:
   def run():
     holder["state"], _ = jstep(holder["state"], images, labels, task_id)
 
-  timing = time_loop(run, lambda: jax.block_until_ready(holder["state"]), args.steps, args.warmup, args.repeats)
-  row = summarize(timing, args.batch_size, jax_row=True)
-  row["task_id"] = args.num_tasks - 1
-  row["flops_per_step"] = flops
-  row["peak_memory_bytes"], row["peak_memory_source"] = jax_peak_memory()
-  del holder
-  return row
+  timer = step_runner(run, lambda: jax.block_until_ready(holder["state"]), args.steps, args.warmup)
+  timer.warm_up()
+  return timer, {"task_id": args.num_tasks - 1, "flops_per_step": flops}
 
 
-def pah_chunk_row(args, config) -> dict:
+def prepare_pah_chunk(args, config):
   """make_train_chunk over a device-resident task of `steps` batches: one call per repeat."""
   import jax
 
+  from pah_jax import sharding
   from pah_jax import train
 
-  _, step, state = _pah_setup(args, config)
+  _, step, state, mesh = _pah_setup(args, config)
   compiled = train.use_compiled_loops(args.chunk_loop)
   chunk = train.make_train_chunk(step, args.batch_size, compiled)
   n = args.steps * args.batch_size
   rng = np.random.default_rng(args.seed + 2)
   x, y = synthetic_batch(rng, n, args.image_size, args.classes_per_task)
-  images, labels = jax.device_put(x), jax.device_put(y)
+  images, labels = sharding.replicate((x, y), mesh)  # as train._train_task places a task
   task_id = args.num_tasks - 1
   holder = {"state": state, "epoch": 0}
   del state
 
   def call(num_batches):
-    holder["state"], metrics = chunk(holder["state"], images, labels, n, task_id, holder["epoch"], 0, num_batches)
+    holder["state"], holder["metrics"] = chunk(holder["state"], images, labels, n, task_id, holder["epoch"], 0,
+                                               num_batches)
     holder["epoch"] += 1  # a fresh permutation each call, as successive epochs
-    return metrics
 
-  def sync():
-    jax.block_until_ready(holder["state"])
-
-  # First call: one batch (compile + one step); then the rest of the warm-up in one chunk.
-  t0 = time.perf_counter()
-  call(1)
-  sync()
-  first = time.perf_counter() - t0
-  if args.warmup > 1:
-    call(min(args.warmup - 1, args.steps))
-    sync()
-  per_step = []
-  for _ in range(args.repeats):
-    t0 = time.perf_counter()
-    metrics = call(args.steps)
-    sync()
-    per_step.append((time.perf_counter() - t0) / args.steps)
-  row = summarize({"first_call_seconds": first, "seconds_per_step_repeats": per_step}, args.batch_size, jax_row=True)
-  row["loop"] = "compiled" if compiled else "python"
-  row["task_id"] = task_id
-  row["last_metrics"] = {k: float(v) for k, v in jax.device_get(metrics).items()}
-  row["peak_memory_bytes"], row["peak_memory_source"] = jax_peak_memory()
-  del holder, images, labels
-  return row
+  # First call: one batch (compile + one step). The warm-up is a whole chunk: the Python loop's
+  # metric sums dispatch (and compile) their first ops only from a second batch on.
+  timer = Timed(lambda: call(args.steps), lambda: jax.block_until_ready(holder["state"]), args.steps,
+                first=lambda: call(1), warm=lambda: call(min(max(args.warmup - 1, 2), args.steps)))
+  timer.warm_up()
+  facts = {"loop": "compiled" if compiled else "python", "task_id": task_id}
+  facts["last_metrics"] = lambda: {k: float(v) for k, v in jax.device_get(holder["metrics"]).items()}
+  return timer, facts
 
 
 # --------------------------------------------------------------------------- (c) PyTorch
 
 
-def torch_rows(args, config) -> dict:
+def usable_cpus() -> int:
+  """CPUs this process may run on (taskset/cgroup affinity), else the machine's count."""
+  try:
+    return len(os.sched_getaffinity(0))
+  except (AttributeError, OSError):
+    return os.cpu_count() or 1
+
+
+def torch_thread_counts(args) -> list[int]:
+  """Thread counts to time PyTorch with: the machine's cores, and 1.
+
+  On a machine shared with other jobs, OpenMP's barriers make PyTorch with one thread per core
+  many times slower (a descheduled thread stalls every operator), while one thread is immune;
+  timing both and comparing against the faster keeps the reference at its best.
+  """
+  if args.torch_threads:
+    counts = [int(t) for t in args.torch_threads.split(",") if t.strip()]
+  else:
+    counts = [usable_cpus(), 1]
+  return list(dict.fromkeys(counts))
+
+
+def prepare_torch(args, config) -> dict:
+  """The official step and a fine-tune step in PyTorch, once per thread count, warmed up.
+
+  Returns {name: (Timed, facts)} with names torch_official_<n>t and torch_finetune_<n>t; they
+  join the JAX rows in the round-robin timing.
+  """
   import torch
 
   import torch_reference  # experiments/ is this script's directory, hence on sys.path
 
-  threads = args.torch_threads or os.cpu_count()
-  torch.set_num_threads(threads)
-  torch.manual_seed(args.seed)
   device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
   autocast = torch.bfloat16 if config.model.dtype == "bfloat16" else None
   k, c, s = args.num_tasks, args.classes_per_task, args.image_size
+  o, p = config.optim, config.pah
   rng = np.random.default_rng(args.seed + 3)
   x, y = synthetic_batch(rng, args.batch_size, s, c)
   images = torch.from_numpy(x).to(device)
@@ -428,46 +533,150 @@ def torch_rows(args, config) -> dict:
     if device.type == "cuda":
       torch.cuda.synchronize()
 
-  def peak_memory():
-    if device.type == "cuda":
-      return int(torch.cuda.max_memory_allocated()), "torch.cuda.max_memory_allocated()"
-    return peak_rss_bytes(), "process peak RSS (VmHWM, reset before the row)"
+  def official_step():
+    torch.manual_seed(args.seed)
+    model = torch_reference.PAHModel(k, c, width=config.model.width, stem=config.model.stem,
+                                     prototype_size=p.prototype_size, hidden=config.hypernet.hidden,
+                                     layers=config.hypernet.layers).to(device)
+    step = torch_reference.OfficialStep(model, lambda_sm=p.lambda_sm, lambda_sp=p.lambda_sp,
+                                        temperature=p.temperature, lr_backbone=o.lr_backbone,
+                                        lr_hypernet=o.lr_hypernet, lr_prototypes=o.lr_prototypes,
+                                        weight_decay=o.weight_decay, autocast_dtype=autocast)
+    return lambda: step(images, labels, k - 1)
 
-  def reset():
-    gc.collect()
-    reset_peak_rss()
-    if device.type == "cuda":
-      torch.cuda.reset_peak_memory_stats()
+  def finetune_step():
+    torch.manual_seed(args.seed)
+    step = torch_reference.FinetuneStep(config.model.width, config.model.stem, c, lr_backbone=o.lr_backbone,
+                                        lr_head=o.lr_hypernet, weight_decay=o.weight_decay,
+                                        autocast_dtype=autocast).to(device)
+    return lambda: step(images, labels)
 
-  rows = {}
-  reset()
-  model = torch_reference.PAHModel(k, c, width=config.model.width, stem=config.model.stem,
-                                   prototype_size=config.pah.prototype_size, hidden=config.hypernet.hidden,
-                                   layers=config.hypernet.layers).to(device)
-  o, p = config.optim, config.pah
-  official = torch_reference.OfficialStep(model, lambda_sm=p.lambda_sm, lambda_sp=p.lambda_sp,
-                                          temperature=p.temperature, lr_backbone=o.lr_backbone,
-                                          lr_hypernet=o.lr_hypernet, lr_prototypes=o.lr_prototypes,
-                                          weight_decay=o.weight_decay, autocast_dtype=autocast)
-  timing = time_loop(lambda: official(images, labels, k - 1), sync, args.steps, args.warmup, args.repeats)
-  rows["torch_official"] = summarize(timing, args.batch_size, jax_row=False)
-  rows["torch_official"]["task_id"] = k - 1
-  rows["torch_official"]["backbone_passes_per_step"] = {"images": 1 + 2 * (k - 1), "prototype_batches": 2 * (k - 1)}
-  rows["torch_official"]["peak_memory_bytes"], rows["torch_official"]["peak_memory_source"] = peak_memory()
-  del official, model
+  out = {}
+  # Thread counts only matter for the CPU; a GPU row is timed once.
+  for threads in torch_thread_counts(args) if device.type == "cpu" else [torch.get_num_threads()]:
+    for kind, build in (("official", official_step), ("finetune", finetune_step)):
+      gc.collect()
+      before = current_rss_bytes()
+      reset_peak_rss()
+      if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+      torch.set_num_threads(threads)
+      step_once = build()
 
-  reset()
-  finetune = torch_reference.FinetuneStep(config.model.width, config.model.stem, c, lr_backbone=o.lr_backbone,
-                                          lr_head=o.lr_hypernet, weight_decay=o.weight_decay,
-                                          autocast_dtype=autocast).to(device)
-  timing = time_loop(lambda: finetune(images, labels), sync, args.steps, args.warmup, args.repeats)
-  rows["torch_finetune"] = summarize(timing, args.batch_size, jax_row=False)
-  rows["torch_finetune"]["peak_memory_bytes"], rows["torch_finetune"]["peak_memory_source"] = peak_memory()
-  for row in rows.values():
-    row["device"] = str(device)
-    row["threads"] = threads
-    row["autocast"] = str(autocast) if autocast else None
-  return rows
+      def run_one(step_once=step_once, threads=threads):
+        torch.set_num_threads(threads)  # rows with other thread counts run in between
+        step_once()
+
+      t0 = time.perf_counter()
+      timer = step_runner(run_one, sync, args.torch_steps or args.steps, args.warmup)
+      timer.warm_up()
+      facts = {"device": str(device), "threads": threads, "autocast": str(autocast) if autocast else None}
+      if device.type == "cuda":
+        facts["peak_memory_bytes"], facts["peak_memory_source"] = (int(torch.cuda.max_memory_allocated()),
+                                                                   "torch.cuda.max_memory_allocated()")
+      else:
+        facts["peak_memory_bytes"], facts["peak_memory_source"] = (
+            peak_rss_bytes(), "process peak RSS during the row's setup and warm-up (VmHWM reset before it)")
+        facts["rss_before_row_bytes"] = before
+      if kind == "official":
+        facts["task_id"] = k - 1
+        facts["backbone_passes_per_step"] = {"image_batches": 1 + 2 * (k - 1), "prototype_batches": 2 * (k - 1)}
+      out[f"torch_{kind}_{threads}t"] = (timer, facts)
+      print(f"  torch_{kind}_{threads}t: warmed up in {time.perf_counter() - t0:.0f} s", flush=True)
+  return out
+
+
+# --------------------------------------------------------------------------- breakdown
+
+
+def breakdown_rows(args, config) -> dict:
+  """The PAH step's parts timed apart (each its own jit; the sum exceeds the fused step).
+
+  Mirrors make_train_step's phases with pah_jax's own forwards and losses, to say where the
+  time goes: the teacher's pass on the images, the main phase (student pass, all heads,
+  L_hm + lambda_sm L_sm, its gradient), the prototype phase (student prototype passes, L_sp,
+  its gradient; only the prototypes need one), and the two optimiser updates.
+  """
+  import functools
+
+  import jax
+  import jax.numpy as jnp
+  import optax
+
+  from pah_jax import images as images_lib
+  from pah_jax import losses
+  from pah_jax import optim
+  from pah_jax import pah
+  from pah_jax import sharding
+
+  nets, step, state, mesh = _pah_setup(args, config)
+  p = config.pah
+  mean = std = (0.5, 0.5, 0.5)
+  rng = np.random.default_rng(args.seed + 1)
+  x, y = sharding.replicate(synthetic_batch(rng, args.batch_size, args.image_size, args.classes_per_task), mesh)
+  task_id = jnp.asarray(args.num_tasks - 1, jnp.int32)
+  old_mask = jnp.arange(nets.num_tasks) < task_id
+  distill = functools.partial(losses.distill_old_tasks, temperature=p.temperature, direction=p.kl_direction,
+                              reduction=p.old_task_reduction)
+  main_opt, proto_opt = optim.main_optimizer(config.optim), optim.prototype_optimizer(config.optim)
+
+  def teacher(st, x):
+    return pah.image_logits(nets, st.old_params, st.old_batch_stats, images_lib.normalize(x, mean, std),
+                            batch_statistics=nets.teacher_batch_stats)[0]
+
+  def student_only(st, x, y):
+    def loss(params):
+      logits, _ = pah.image_logits(nets, params, st.batch_stats, images_lib.normalize(x, mean, std),
+                                   batch_statistics=True)
+      return losses.cross_entropy(logits[task_id], y)
+    return jax.grad(loss)(st.params)
+
+  def main_phase(st, x, y):
+    t = teacher(st, x)
+    def loss(params):
+      logits, _ = pah.image_logits(nets, params, st.batch_stats, images_lib.normalize(x, mean, std),
+                                   batch_statistics=True)
+      return losses.cross_entropy(logits[task_id], y) + p.lambda_sm * distill(logits, t, old_mask)
+    return jax.grad(loss)(st.params)
+
+  def prototype_phase(st, x, y):
+    def loss(protos):
+      student = pah.prototype_logits(nets, {**st.params, "prototypes": protos}, st.batch_stats,
+                                     batch_statistics=nets.prototype_batch_stats)
+      return distill(student, st.teacher_proto_logits, old_mask)
+    return jax.grad(loss)(st.params["prototypes"])
+
+  def prototype_forward(st, x, y):
+    return pah.prototype_logits(nets, st.params, st.batch_stats, batch_statistics=nets.prototype_batch_stats)
+
+  def optimizers(st, x, y):
+    updates, opt_state = main_opt.update(st.params, st.opt_state, st.params)
+    params = optax.apply_updates(st.params, updates)
+    updates, proto_state = proto_opt.update(params, st.proto_opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, proto_state
+
+  parts = {"student_pass_grad": student_only, "teacher_forward": lambda st, x, y: teacher(st, x),
+           "main_phase_grad": main_phase, "prototype_forward": prototype_forward,
+           "prototype_phase_grad": prototype_phase, "optimizers": optimizers,
+           "full_step_no_donation": lambda st, x, y: step(st, x, y, task_id)}
+
+  def split(fn):  # the batch split over the mesh, as in the step
+    return lambda st, x, y: fn(st, sharding.split_batch(x, mesh), sharding.split_batch(y, mesh))
+
+  out = {}
+  for name, fn in parts.items():
+    jitted = jax.jit(split(fn))
+    holder = {}
+
+    def run(jitted=jitted, holder=holder):
+      holder["out"] = jitted(state, x, y)
+
+    timing = time_loop(run, lambda holder=holder: jax.block_until_ready(holder["out"]), args.steps, 1, args.repeats)
+    row = summarize(timing, args.batch_size, jax_row=True)
+    out[name] = {"seconds": row["seconds_per_step"], "compile_seconds": row["compile_seconds"],
+                 "flops": flops_of(jitted, state, x, y)}
+    print(f"  breakdown {name}: {1e3 * row['seconds_per_step']:.1f} ms", flush=True)
+  return out
 
 
 # --------------------------------------------------------------------------- (d) sequence
@@ -535,7 +744,8 @@ def sequence_row(args, config) -> dict:
          "average_accuracy": results.get("average_accuracy"), "workdir": workdir if args.sequence_workdir else None}
   if len(per_task) > 1:
     row["later_tasks_mean_seconds"] = statistics.mean(per_task[1:])
-  row["peak_memory_bytes"], row["peak_memory_source"] = jax_peak_memory()
+  row["peak_memory_bytes"], source = jax_peak_memory()
+  row["peak_memory_source"] = source if source.startswith("jax") else "process peak RSS during the whole sequence"
   return row
 
 
@@ -546,8 +756,10 @@ def machine_info() -> dict:
   import jax
 
   info = {"platform": platform.platform(), "python": platform.python_version(), "cpu_count": os.cpu_count(),
+          "usable_cpus": usable_cpus(),
           "processor": platform.processor() or platform.machine(), "jax": jax.__version__,
-          "jax_backend": jax.default_backend(), "jax_devices": [d.device_kind for d in jax.devices()]}
+          "jax_backend": jax.default_backend(), "jax_devices": [d.device_kind for d in jax.devices()],
+          "jax_device_count": jax.device_count()}
   try:
     with open("/proc/cpuinfo") as f:
       names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
@@ -564,10 +776,13 @@ def machine_info() -> dict:
   return info
 
 
-def _peak_flops(args, device_kind: str):
+def _peak_flops(args, device_kind: str, dtype: str):
+  """The peak to divide by: --peak-tflops, else a known GPU's bf16 peak for a bf16 run."""
   if args.peak_tflops:
     return args.peak_tflops * 1e12
-  for name, peak in PEAK_BF16_FLOPS.items():
+  if dtype != "bfloat16":
+    return None  # a float32 run against a bf16 tensor-core peak would say little
+  for name, peak in PEAK_BF16_FLOPS:
     if name in device_kind:
       return peak
   return None
@@ -582,6 +797,9 @@ def ratios(rows: dict) -> dict:
     if "torch_official" in rows and name in rows:
       out[f"{name}_over_torch_official_throughput"] = (rows[name]["images_per_second"]
                                                        / rows["torch_official"]["images_per_second"])
+  if ft and ft.get("flops_per_step") and rows.get("pah_step", {}).get("flops_per_step"):
+    # The floor the step-time ratio could reach if every pass ran as efficiently as the main one.
+    out["pah_step_over_finetune_flops"] = rows["pah_step"]["flops_per_step"] / ft["flops_per_step"]
   if "torch_official" in rows and "torch_finetune" in rows:
     out["torch_official_over_torch_finetune_step_time"] = (rows["torch_official"]["seconds_per_step"]
                                                            / rows["torch_finetune"]["seconds_per_step"])
@@ -601,37 +819,122 @@ def targets(r: dict) -> dict:
   return out
 
 
+def _table_line(label, row, note):
+  compile_s = f"{row['compile_seconds']:.1f}" if "compile_seconds" in row else "-"
+  mem = f"{row['peak_memory_bytes'] / 2**20:.0f}" if row.get("peak_memory_bytes") else "-"
+  return (f"{label:<22}{row['images_per_second']:>10.1f}{1e3 * row['seconds_per_step']:>10.1f}"
+          f"{compile_s:>10}{mem:>9}  {note}")
+
+
 def format_table(results: dict) -> str:
-  rows = results["rows"]
-  lines = [f"{'row':<16}{'images/s':>12}{'ms/step':>11}{'compile s':>11}{'peak MiB':>10}  notes",
-           "-" * 78]
-  notes = {"finetune": "JAX, 1 backbone fwd+bwd",
-           "pah_step": f"JAX jit step, task {results['settings']['num_tasks'] - 1}",
-           "pah_chunk": "JAX make_train_chunk ({loop} loop)",
-           "torch_official": "PyTorch eager, official step",
-           "torch_finetune": "PyTorch eager, fine-tune"}
-  for name, row in rows.items():
-    compile_s = f"{row['compile_seconds']:.1f}" if "compile_seconds" in row else "-"
-    mem = f"{row['peak_memory_bytes'] / 2**20:.0f}" if row.get("peak_memory_bytes") else "-"
-    note = notes.get(name, "").format(loop=row.get("loop", ""))
-    lines.append(f"{name:<16}{row['images_per_second']:>12.1f}{1e3 * row['seconds_per_step']:>11.1f}"
-                 f"{compile_s:>11}{mem:>10}  {note}")
-  lines.append("")
+  rows, settings = results["rows"], results["settings"]
+  lines = []
+  if rows:
+    lines += [f"{'row':<22}{'images/s':>10}{'ms/step':>10}{'compile s':>10}{'peak MiB':>9}  notes", "-" * 86]
+  notes = {"finetune": "JAX jit, ResNet-18 + linear head",
+           "pah_step": f"JAX jit(make_train_step), task {settings['num_tasks'] - 1}",
+           "pah_chunk": "JAX make_train_chunk, {loop} loop"}
+  for name in ("finetune", "pah_step", "pah_chunk"):
+    if name in rows:
+      lines.append(_table_line(name, rows[name], notes[name].format(loop=rows[name].get("loop", ""))))
+  for threads, pair in results.get("torch_by_threads", {}).items():
+    used = rows.get("torch_official", {}).get("threads") == int(threads)
+    for name, note in (("torch_official", "PyTorch eager, official step"),
+                       ("torch_finetune", "PyTorch eager, fine-tune")):
+      label = f"{name} {threads}t" + ("*" if used else "")
+      lines.append(_table_line(label, pair[name], note))
+  if results.get("torch_by_threads"):
+    lines.append("(* the PyTorch thread count compared against: the faster official step)")
+  if rows:
+    lines.append("")
   for key, value in results["ratios"].items():
-    lines.append(f"{key:<52}{value:8.2f}")
+    lines.append(f"{key:<52}{value:9.2f}")
   for key, ok in results["targets"].items():
-    lines.append(f"target {key:<45}{'met' if ok else 'NOT met':>8}")
-  if "mfu" in results:
-    m = results["mfu"]
-    lines.append(f"pah_step XLA FLOP/s {m['pah_step_flops_per_second']:.3g}"
-                 + (f", utilisation {100 * m['pah_step']:.1f}% of {m['peak_flops']:.3g}" if m.get("pah_step") else ""))
+    lines.append(f"target {key:<45}{'met' if ok else 'NOT met':>9}")
+  m = results.get("flop_rates")
+  if m:
+    line = f"XLA FLOP/s: finetune {m['finetune_flops_per_second']:.3g}, pah_step {m['pah_step_flops_per_second']:.3g}"
+    if m.get("peak_flops"):
+      line += (f"; utilisation of {m['peak_flops']:.3g}: finetune {100 * m['finetune_utilisation']:.1f}%, "
+               f"pah_step {100 * m['pah_step_utilisation']:.1f}%")
+    lines.append(line)
+  if "breakdown" in results:
+    lines.append("")
+    lines.append(f"{'PAH step part (own jit)':<28}{'ms':>9}{'GFLOP':>9}{'GFLOP/s':>9}")
+    for name, part in results["breakdown"].items():
+      gf = part["flops"] / 1e9 if part.get("flops") else float("nan")
+      lines.append(f"{name:<28}{1e3 * part['seconds']:>9.1f}{gf:>9.3f}{gf / part['seconds']:>9.2f}")
   if "sequence" in results:
     sq = results["sequence"]
     first = sq["first_task_seconds"]
-    lines.append(f"sequence ({sq['data']}, {results['settings']['num_tasks']} tasks x {sq['epochs']} epochs, "
-                 f"{sq['train_images_per_task']} images/task): total {sq['total_seconds']:.1f} s, first task "
-                 + (f"{first:.1f} s (compile included)" if first is not None else "n/a"))
+    if lines:
+      lines.append("")
+    lines.append(f"sequence ({sq['data']}, {settings['num_tasks']} tasks x {sq['epochs']} epochs, batch "
+                 f"{sq['batch_size']}, {sq['train_images_per_task']} train images/task): total "
+                 f"{sq['total_seconds']:.1f} s, first task "
+                 + (f"{first:.1f} s (compile included)" if first is not None else "n/a")
+                 + (f", later tasks {sq['later_tasks_mean_seconds']:.1f} s each" if "later_tasks_mean_seconds" in sq
+                    else ""))
   return "\n".join(lines)
+
+
+def measure_steps(args, config, results) -> None:
+  """Rows (a)-(c), the ratios and targets, FLOP rates, and with --breakdown the step's parts."""
+  rows = results["rows"]
+  # Compile and warm up every row, smallest first (a device's peak memory cannot be reset, so
+  # each row's figure bounds its own), then time them round-robin.
+  plan = [("finetune", prepare_finetune), ("pah_step", prepare_pah_step)]
+  if not args.skip_chunk:
+    plan.append(("pah_chunk", prepare_pah_chunk))
+  timers, facts = {}, {}
+  for name, prepare in plan:
+    gc.collect()
+    before, device_before = current_rss_bytes(), jax_bytes_in_use()
+    reset_peak_rss()
+    t0 = time.perf_counter()
+    timers[name], facts[name] = prepare(args, config)
+    facts[name]["peak_memory_bytes"], facts[name]["peak_memory_source"] = jax_peak_memory()
+    if device_before is not None:  # the peak includes earlier rows' buffers, still alive
+      facts[name]["device_bytes_in_use_before_row"] = device_before
+    elif before is not None:
+      facts[name]["rss_before_row_bytes"] = before
+    print(f"  {name}: compiled and warmed up in {time.perf_counter() - t0:.0f} s", flush=True)
+  if not args.skip_torch:
+    for name, (timer, row_facts) in prepare_torch(args, config).items():
+      timers[name], facts[name] = timer, row_facts
+  load = load_average()
+  print(f"  timing {len(timers)} rows round-robin, {args.repeats} repeats ...", flush=True)
+  timed = {}
+  for name, timing in time_rows(timers, args.repeats).items():
+    row = summarize(timing, args.batch_size, jax_row=not name.startswith("torch"))
+    row.update({k: (v() if callable(v) else v) for k, v in facts[name].items()})
+    row["load_average"] = [load, load_average()]
+    timed[name] = row
+    print(f"  {name}: {row['images_per_second']:.1f} images/s", flush=True)
+  del timers, facts
+  for name in ("finetune", "pah_step", "pah_chunk"):
+    if name in timed:
+      rows[name] = timed.pop(name)
+  if timed:  # PyTorch: compare against the thread count with the faster official step
+    by_threads = {}
+    for name, row in timed.items():
+      by_threads.setdefault(str(row["threads"]), {})[name.rsplit("_", 1)[0]] = row
+    results["torch_by_threads"] = by_threads
+    rows.update(min(by_threads.values(), key=lambda pair: pair["torch_official"]["seconds_per_step"]))
+  if args.breakdown:
+    gc.collect()
+    results["breakdown"] = breakdown_rows(args, config)
+  results["ratios"] = ratios(rows)
+  results["targets"] = targets(results["ratios"])
+  peak = _peak_flops(args, results["machine"]["jax_devices"][0], config.model.dtype)
+  if peak:  # XLA counts the global program's FLOPs: compare with every device's peak together
+    peak *= results["machine"]["jax_device_count"]
+  if rows["pah_step"].get("flops_per_step") and rows["finetune"].get("flops_per_step"):
+    rates = {name: rows[name]["flops_per_step"] / rows[name]["seconds_per_step"] for name in ("finetune", "pah_step")}
+    results["flop_rates"] = {"finetune_flops_per_second": rates["finetune"],
+                             "pah_step_flops_per_second": rates["pah_step"], "peak_flops": peak,
+                             "finetune_utilisation": rates["finetune"] / peak if peak else None,
+                             "pah_step_utilisation": rates["pah_step"] / peak if peak else None}
 
 
 def main(argv=None):
@@ -646,41 +949,19 @@ def main(argv=None):
     raise SystemExit(f"error: {e}") from e
   import jax
 
-  results = {"settings": {**vars(args), "config_overrides": args.config,
-                          "model_dtype": config.model.dtype, "task_id": args.num_tasks - 1},
-             "machine": machine_info(), "load_average_start": load_average(), "rows": {}}
-  print(f"machine: {results['machine']['cpu_count']} CPUs, jax {jax.__version__} on "
-        f"{jax.default_backend()} ({results['machine']['jax_devices'][0]}), load {results['load_average_start']}",
-        flush=True)
-  rows = results["rows"]
-  # Smallest first: the device's peak memory cannot be reset, so each row's peak bounds its own.
-  plan = [("finetune", finetune_row), ("pah_step", pah_step_row)]
-  if not args.skip_chunk:
-    plan.append(("pah_chunk", pah_chunk_row))
-  for name, fn in plan:
+  results = {"settings": {**vars(args), "model_dtype": config.model.dtype, "task_id": args.num_tasks - 1},
+             "machine": machine_info(), "load_average_start": load_average(), "rows": {}, "ratios": {},
+             "targets": {}}
+  m = results["machine"]
+  print(f"machine: {m['cpu_count']} CPUs ({m['usable_cpus']} usable), jax {jax.__version__} on "
+        f"{jax.default_backend()} ({m['jax_device_count']} x {m['jax_devices'][0]}), "
+        f"load {results['load_average_start']}", flush=True)
+  if not args.sequence_only:
+    measure_steps(args, config, results)
+  if args.sequence or args.sequence_only:
     gc.collect()
     reset_peak_rss()
-    t0 = time.perf_counter()
-    rows[name] = fn(args, config)
-    print(f"  {name}: {rows[name]['images_per_second']:.1f} images/s ({time.perf_counter() - t0:.0f} s)", flush=True)
-  if not args.skip_torch:
-    gc.collect()
-    rows.update(torch_rows(args, config))
-    for name in ("torch_official", "torch_finetune"):
-      print(f"  {name}: {rows[name]['images_per_second']:.1f} images/s", flush=True)
-  results["ratios"] = ratios(rows)
-  results["targets"] = targets(results["ratios"])
-  peak = _peak_flops(args, results["machine"]["jax_devices"][0])
-  flops = rows["pah_step"].get("flops_per_step")
-  if flops:
-    achieved = flops / rows["pah_step"]["seconds_per_step"]
-    results["mfu"] = {"pah_step_flops_per_second": achieved, "peak_flops": peak,
-                      "pah_step": achieved / peak if peak else None,
-                      "finetune": (rows["finetune"]["flops_per_step"] / rows["finetune"]["seconds_per_step"] / peak
-                                   if peak and rows["finetune"].get("flops_per_step") else None)}
-  if args.sequence:
-    gc.collect()
-    reset_peak_rss()
+    print("  sequence ...", flush=True)
     results["sequence"] = sequence_row(args, config)
   results["load_average_end"] = load_average()
   table = format_table(results)

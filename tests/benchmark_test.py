@@ -81,3 +81,18 @@ def test_official_reference_runs_one_plus_two_k_backbone_passes():
   assert calls["new"].count(10) == k - 1 and calls["old"].count(10) == k - 1
   assert not torch.equal(protos, model.prototypes.detach())
   assert any(not torch.equal(a, b.detach()) for a, b in zip(backbone, model.backbone.parameters()))
+
+
+def test_sequence_only_reports_total_and_first_task(tmp_path):
+  out = tmp_path / "sequence.json"
+  env = {**os.environ, "XLA_FLAGS": "--xla_backend_optimization_level=0", "JAX_PLATFORMS": "cpu"}
+  cmd = [sys.executable, SCRIPT, "--sequence-only", "--width", "0.0625", "--num-tasks", "2", "--classes-per-task", "2",
+         "--image-size", "12", "--train-per-task", "8", "--test-per-task", "4", "--epochs", "1",
+         "--sequence-batch-size", "4", "--out", str(out)]
+  proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  sequence = json.loads(out.read_text())["sequence"]
+  assert sequence["data"] == "synthetic" and sequence["steps_per_task"] == 2
+  assert sequence["total_seconds"] > 0
+  assert len(sequence["per_task_seconds"]) == 2  # read back from the task-end checkpoints
+  assert 0 < sequence["first_task_seconds"] <= sequence["total_seconds"]
