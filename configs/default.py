@@ -67,10 +67,40 @@ def get_config() -> ml_collections.ConfigDict:
   # official = second AdamW on the prototypes fed grad(L_hm + lambda_sm L_sm) + grad(L_sp).
   p.prototype_update = "masked"
 
+  # Baselines (`method`): hyperparameters and their sources are in pah_jax/methods/<name>.py.
+  c.hnet = n = ml_collections.ConfigDict()
+  n.embedding_dim = 0  # 0 = the size of PAH's flattened prototypes (C*s*s*ch): same hypernetwork
+  n.output_reg = 0.0  # von Oswald et al. 2020's beta: keep old heads' generated weights (0 = PAH minus prototypes)
+
+  c.lwf = lw = ml_collections.ConfigDict()
+  lw.alpha = 1.0  # Li & Hoiem 2017: lambda_o = 1
+  lw.temperature = 2.0  # Li & Hoiem 2017: T = 2
+
+  c.ewc = e = ml_collections.ConfigDict()
+  e.strength = 100.0  # lambda of the quadratic penalty (lambda / 2) sum F (theta - theta*)^2
+  e.gamma = 1.0  # online EWC's decay of the accumulated Fisher (Schwarz et al. 2018)
+  e.fisher_samples = 512  # training examples per task for the empirical Fisher diagonal
+  e.fisher_batch = 32  # per-example gradients computed this many at a time
+
+  c.si = si = ml_collections.ConfigDict()
+  si.strength = 0.1  # c of Zenke et al. 2017 (penalty c sum Omega (theta - theta*)^2)
+  si.damping = 0.1  # xi of Zenke et al. 2017
+
+  c.agem = a = ml_collections.ConfigDict()
+  a.memory_size = 200  # episodic memory, split equally over the tasks (examples, uint8)
+  a.memory_batch = 64  # memory examples per reference gradient
+
+  c.derpp = r = ml_collections.ConfigDict()
+  r.buffer_size = 200  # reservoir buffer (examples, with their logits), as the paper's DER row
+  r.alpha = 0.1  # logit-matching weight (Buzzega et al. 2020, seq-CIFAR-10, buffer 200)
+  r.beta = 0.5  # buffer cross-entropy weight (same source)
+  r.buffer_batch = 64  # buffer examples per term and step
+
   c.optim = o = ml_collections.ConfigDict()
   o.lr_backbone = 1e-4  # official AdamW groups
   o.lr_hypernet = 1e-3
-  o.lr_prototypes = 1e-3
+  o.lr_prototypes = 1e-3  # also hnet's task embeddings
+  o.lr_heads = 1e-3  # the stored per-task heads of the baselines
   o.weight_decay = 0.01  # official: PyTorch's AdamW default (its configured decay is ignored)
   o.b1 = 0.9
   o.b2 = 0.999

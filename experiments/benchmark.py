@@ -5,7 +5,7 @@
 In one process on one machine, images per second of:
   finetune       ResNet-18 + one linear head, cross-entropy, AdamW (backbone 1e-4, head 1e-3),
                  batch-statistics BatchNorm: what one backbone forward+backward costs.
-  pah_step       pah_jax.train.make_train_step (official preset) at the last task (K-1 old
+  pah_step       pah_jax.train.make_train_step over the PAH method (official preset) at the last task (K-1 old
                  tasks), `jax.jit(step, donate_argnums=0)` on a fixed device-resident batch.
   pah_chunk      the same step driven by pah_jax.train.make_train_chunk, the real training
                  path (device-resident task data, per-epoch permutation, metric sums).
@@ -397,11 +397,11 @@ def _pah_setup(args, config):
   """Networks, the official step and a train state at the start of task K-1 (K-1 old tasks)."""
   import jax
 
-  from pah_jax import optim
   from pah_jax import pah
   from pah_jax import prototypes as prototypes_lib
   from pah_jax import sharding
   from pah_jax import train
+  from pah_jax.methods import hypernet
 
   k, c, s = args.num_tasks, args.classes_per_task, args.image_size
   mean = std = (0.5, 0.5, 0.5)
@@ -414,16 +414,16 @@ def _pah_setup(args, config):
       [x for x, _ in task_images], [y for _, y in task_images], num_classes=c, size=p.prototype_size,
       channels=p.prototype_channels or 3, init=p.prototype_init, semantic_init=p.semantic_init,
       mean=mean, std=std, random_mean=p.random_init_mean, random_std=p.random_init_std, seed=config.seed)
+  method = hypernet.build_pah_for(config, init_protos, (s, s, 3), mean, std)
   nets = pah.build_networks(config, k, c)
-  settings = train.StepSettings.from_config(config, mean, std)
-  step = train.make_train_step(nets, settings, optim.main_optimizer(config.optim),
-                               optim.prototype_optimizer(config.optim), mesh)
-  state = train.create_state(nets, config, init_protos, (s, s, 3))
+  step = train.make_train_step(method, augment=False, mean=mean, std=std, mesh=mesh)
+  state = train.create_state(method, config)
   # A teacher with buffers of its own, as after a real task (end_task of a trained model),
   # then the task-start work of task K-1 (its prototypes, the teacher's prototype logits).
-  state = state.replace(old_params=jax.tree_util.tree_map(lambda x: x.copy(), state.params),
-                        old_batch_stats=jax.tree_util.tree_map(lambda x: x.copy(), state.batch_stats))
-  state = sharding.replicate(train.make_begin_task(nets, init_protos)(state, k - 1), mesh)
+  copy = lambda tree: jax.tree_util.tree_map(lambda x: x.copy(), tree)
+  state = state.replace(extra={**state.extra, "old_params": copy(state.params),
+                               "old_batch_stats": copy(state.batch_stats)})
+  state = sharding.replicate(jax.jit(method.begin_task)(state, k - 1), mesh)
   return nets, step, state, mesh
 
 
@@ -621,7 +621,8 @@ def breakdown_rows(args, config) -> dict:
   main_opt, proto_opt = optim.main_optimizer(config.optim), optim.prototype_optimizer(config.optim)
 
   def teacher(st, x):
-    return pah.image_logits(nets, st.old_params, st.old_batch_stats, images_lib.normalize(x, mean, std),
+    return pah.image_logits(nets, st.extra["old_params"], st.extra["old_batch_stats"],
+                            images_lib.normalize(x, mean, std),
                             batch_statistics=nets.teacher_batch_stats)[0]
 
   def student_only(st, x, y):
@@ -643,7 +644,7 @@ def breakdown_rows(args, config) -> dict:
     def loss(protos):
       student = pah.prototype_logits(nets, {**st.params, "prototypes": protos}, st.batch_stats,
                                      batch_statistics=nets.prototype_batch_stats)
-      return distill(student, st.teacher_proto_logits, old_mask)
+      return distill(student, st.extra["teacher_proto_logits"], old_mask)
     return jax.grad(loss)(st.params["prototypes"])
 
   def prototype_forward(st, x, y):
@@ -652,7 +653,7 @@ def breakdown_rows(args, config) -> dict:
   def optimizers(st, x, y):
     updates, opt_state = main_opt.update(st.params, st.opt_state, st.params)
     params = optax.apply_updates(st.params, updates)
-    updates, proto_state = proto_opt.update(params, st.proto_opt_state, params)
+    updates, proto_state = proto_opt.update(params, st.extra["proto_opt_state"], params)
     return optax.apply_updates(params, updates), opt_state, proto_state
 
   parts = {"student_pass_grad": student_only, "teacher_forward": lambda st, x, y: teacher(st, x),

@@ -24,7 +24,7 @@ from pah_jax.errors import Stopped
 from pah_jax.errors import UserError
 
 # Bumped whenever the checkpoint layout changes; a checkpoint of another layout is refused.
-LAYOUT_VERSION = 1
+LAYOUT_VERSION = 2  # 2: TrainState.extra holds each method's own state
 
 
 @dataclasses.dataclass(frozen=True)

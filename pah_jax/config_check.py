@@ -8,7 +8,8 @@ import ml_collections
 from pah_jax import data as data_lib
 from pah_jax.errors import UserError
 
-METHODS = ("pah",)
+# The keys of pah_jax.methods.BUILDERS (kept here so checks run before JAX is imported).
+METHODS = ("pah", "hnet", "finetune", "joint", "lwf", "ewc", "si", "agem", "derpp")
 DATASETS = ("cifar100", "tiny_imagenet", "fashion_mnist", "npz")
 
 _CHOICES = {
@@ -51,7 +52,24 @@ _RANGES = {
     "optim.lr_backbone": (0.0, None, True),
     "optim.lr_hypernet": (0.0, None, True),
     "optim.lr_prototypes": (0.0, None, True),
+    "optim.lr_heads": (0.0, None, True),
     "optim.weight_decay": (0.0, None, False),
+    "hnet.embedding_dim": (0, None, False),
+    "hnet.output_reg": (0.0, None, False),
+    "lwf.alpha": (0.0, None, False),
+    "lwf.temperature": (0.0, None, True),
+    "ewc.strength": (0.0, None, False),
+    "ewc.gamma": (0.0, 1.0, False),
+    "ewc.fisher_samples": (1, None, False),
+    "ewc.fisher_batch": (1, None, False),
+    "si.strength": (0.0, None, False),
+    "si.damping": (0.0, None, True),
+    "agem.memory_size": (1, None, False),
+    "agem.memory_batch": (1, None, False),
+    "derpp.buffer_size": (1, None, False),
+    "derpp.alpha": (0.0, None, False),
+    "derpp.beta": (0.0, None, False),
+    "derpp.buffer_batch": (1, None, False),
     "train.epochs": (1, 10_000, False),
     "train.batch_size": (1, 65_536, False),
     "train.eval_batch_size": (1, 65_536, False),
@@ -93,6 +111,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if config.model.pretrained and not os.path.isfile(config.model.pretrained):
     raise UserError(f"config model.pretrained={config.model.pretrained}: no such file "
                     "(convert torchvision weights with experiments/convert_torchvision.py)")
+  if config.method == "agem" and config.agem.memory_size < config.data.num_tasks:
+    raise UserError(f"config agem.memory_size={config.agem.memory_size} must be at least data.num_tasks="
+                    f"{config.data.num_tasks}: the memory holds an equal share of every task")
   data_lib.check_config(config.data, config.seed)
 
 

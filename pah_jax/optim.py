@@ -12,7 +12,9 @@ import jax
 import ml_collections
 import optax
 
-PARAM_GROUPS = ("backbone", "hypernet", "prototypes")
+PARAM_GROUPS = ("backbone", "hypernet", "prototypes")  # PAH's groups
+# Every group any method uses: stored heads (baselines), task embeddings (hnet).
+ALL_GROUPS = PARAM_GROUPS + ("heads", "embeddings")
 
 
 def param_labels(params: dict) -> dict:
@@ -26,13 +28,15 @@ def _adamw(optim: ml_collections.ConfigDict, learning_rate: float) -> optax.Grad
 
 
 def learning_rates(optim: ml_collections.ConfigDict) -> dict[str, float]:
-  return {"backbone": optim.lr_backbone, "hypernet": optim.lr_hypernet, "prototypes": optim.lr_prototypes}
+  return {"backbone": optim.lr_backbone, "hypernet": optim.lr_hypernet, "prototypes": optim.lr_prototypes,
+          "heads": optim.lr_heads, "embeddings": optim.lr_prototypes}
 
 
-def main_optimizer(optim: ml_collections.ConfigDict) -> optax.GradientTransformation:
-  """AdamW with per-group learning rates over backbone, hypernetwork and prototypes."""
-  return optax.multi_transform({g: _adamw(optim, lr) for g, lr in learning_rates(optim).items()},
-                               param_labels)
+def main_optimizer(optim: ml_collections.ConfigDict, groups=PARAM_GROUPS) -> optax.GradientTransformation:
+  """AdamW with per-group learning rates over the given top-level parameter groups
+  (PAH: backbone, hypernetwork and prototypes; baselines: backbone and heads)."""
+  rates = learning_rates(optim)
+  return optax.multi_transform({g: _adamw(optim, rates[g]) for g in groups}, param_labels)
 
 
 def prototype_optimizer(optim: ml_collections.ConfigDict) -> optax.GradientTransformation:

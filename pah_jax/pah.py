@@ -93,7 +93,8 @@ def task_embeddings(prototypes: jax.Array) -> jax.Array:
 
 
 def generate_heads(nets: Networks, hypernet_params, prototypes: jax.Array):
-  """theta_k = Upsilon(e_k) for every task: weights (K, C, D) and biases (K, C) or None."""
+  """theta_k = Upsilon(e_k) for every task: weights (K, C, D) and biases (K, C) or None.
+  `prototypes` (K, C, s, s, ch), or any (K, ...) task codes (hnet's embeddings (K, E))."""
   flat = nets.hypernet.apply({"params": hypernet_params}, task_embeddings(prototypes))
   k, c, d = prototypes.shape[0], nets.num_classes, nets.feature_dim
   weights = flat[:, :c * d].reshape(k, c, d)
@@ -123,11 +124,16 @@ def backbone_features(nets: Networks, backbone_params, batch_stats, images: jax.
   return nets.backbone.apply(variables, images, train=False), batch_stats
 
 
+def task_codes(params) -> jax.Array:
+  """What the hypernetwork reads per task: PAH's prototypes P, or hnet's learned embeddings."""
+  return params["prototypes"] if "prototypes" in params else params["embeddings"]
+
+
 def image_logits(nets: Networks, params, batch_stats, images: jax.Array, *, batch_statistics: bool):
   """f(x | j) for all K tasks from ONE backbone pass: (K, N, C), and the new batch_stats."""
   features, new_stats = backbone_features(nets, params["backbone"], batch_stats, images,
                                           batch_statistics=batch_statistics)
-  weights, bias = generate_heads(nets, params["hypernet"], params["prototypes"])
+  weights, bias = generate_heads(nets, params["hypernet"], task_codes(params))
   return apply_heads(features, weights, bias), new_stats
 
 
@@ -136,7 +142,7 @@ def task_logits(nets: Networks, params, batch_stats, images: jax.Array, task_id,
   """f(x | task_id): (N, C), for evaluation. Only that task's head is applied."""
   features, _ = backbone_features(nets, params["backbone"], batch_stats, images,
                                   batch_statistics=batch_statistics)
-  weights, bias = generate_heads(nets, params["hypernet"], params["prototypes"])
+  weights, bias = generate_heads(nets, params["hypernet"], task_codes(params))
   logits = features @ weights[task_id].T
   return logits if bias is None else logits + bias[task_id]
 

@@ -1,181 +1,79 @@
-"""Continual training of PAH: the train state, the two-phase jitted step, the task loop.
+"""Continual training, the same loop for every method: state, jitted steps, the task loop.
 
 `train_and_evaluate(config, workdir)` is the whole job of the command line: load the task
-sequence, train task after task, fill the accuracy matrix, checkpoint at every task end,
-resume from the newest checkpoint, write results, plots and TensorBoard scalars.
+sequence, build the configured method (`pah_jax.methods`), train task after task, fill the
+accuracy matrix, checkpoint at every task end, resume from the newest checkpoint, write
+results, plots and TensorBoard scalars.
 """
 
 import dataclasses
 import functools
 import os
 import time
-from typing import Any, Callable
+from typing import Callable
 
-import flax
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 
 from pah_jax import checkpointing
 from pah_jax import config_check
 from pah_jax import data as data_lib
 from pah_jax import errors
 from pah_jax import images as images_lib
-from pah_jax import losses
+from pah_jax import methods
 from pah_jax import metrics as metrics_lib
-from pah_jax import optim
 from pah_jax import pah
 from pah_jax import pretrained
-from pah_jax import prototypes as prototypes_lib
 from pah_jax import reporting
 from pah_jax import sharding
 
 
-@flax.struct.dataclass
-class TrainState:
-  """Everything that changes during a run, as one pytree (checkpointed whole)."""
-
-  step: jax.Array  # global step over the whole task sequence
-  params: Any  # {"backbone", "hypernet", "prototypes"}
-  batch_stats: Any  # running statistics: updated by the current model's training batches only
-  opt_state: Any  # main AdamW (backbone, hypernet, prototypes)
-  proto_opt_state: Any  # prototype-only AdamW of the L_sp phase
-  old_params: Any  # the model frozen at the end of the previous task (teacher)
-  old_batch_stats: Any
-  teacher_proto_logits: jax.Array  # (K, C, C): old model on old prototypes, fixed for a task
-  rng: jax.Array  # root PRNG key of the run
-
-
-@dataclasses.dataclass(frozen=True)
-class StepSettings:
-  """Static settings of the train step, closed over before jit (never a ConfigDict)."""
-
-  lambda_sm: float
-  lambda_sp: float
-  temperature: float
-  kl_direction: str
-  old_task_reduction: str
-  official_prototype_update: bool
-  augment: bool
-  mean: tuple[float, ...]
-  std: tuple[float, ...]
-
-  @classmethod
-  def from_config(cls, config: ml_collections.ConfigDict, mean, std) -> "StepSettings":
-    p = config.pah
-    return cls(p.lambda_sm, p.lambda_sp, p.temperature, p.kl_direction, p.old_task_reduction,
-               p.prototype_update == "official", config.train.augment, tuple(mean), tuple(std))
+TrainState = methods.TrainState
 
 
 # --------------------------------------------------------------------------- state
 
 
-def create_state(nets: pah.Networks, config: ml_collections.ConfigDict, init_prototypes: np.ndarray,
-                 image_shape) -> TrainState:
+def create_state(method: methods.Method, config: ml_collections.ConfigDict) -> TrainState:
+  """Step 0 of a run: the method's fresh parameters (pretrained backbone when configured), its
+  optimiser state and its own state, and the run's root PRNG key."""
   rng = jax.random.PRNGKey(config.seed)
-  # Compiled as one program: run op by op, the initialisers cost ~20 s of compiles on a CPU.
-  # Optimising that run-once program is not worth its compile time on CPU either.
-  init = functools.partial(pah.init_params, nets, image_shape=image_shape)
-  if not isinstance(init_prototypes, jax.core.Tracer):  # not already inside someone's jit
-    options = {"xla_backend_optimization_level": 0} if jax.default_backend() == "cpu" else None
-    init = jax.jit(init, compiler_options=options)
-  params, batch_stats = init(jax.random.fold_in(rng, 0), jnp.asarray(init_prototypes))
+  # Each part compiled as one program: run op by op, initialisers cost ~20 s of compiles on a
+  # CPU. Optimising these run-once programs is not worth their compile time on CPU either.
+  options = {"xla_backend_optimization_level": 0} if jax.default_backend() == "cpu" else None
+  params, batch_stats = jax.jit(method.init, compiler_options=options)(jax.random.fold_in(rng, 0))
   params, batch_stats = pretrained.load_from_config(config.model, params, batch_stats)
-  k, c = nets.num_tasks, nets.num_classes
-  return TrainState(
-      step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
-      opt_state=optim.main_optimizer(config.optim).init(params),
-      proto_opt_state=optim.prototype_optimizer(config.optim).init(params),
-      old_params=params, old_batch_stats=batch_stats,
-      teacher_proto_logits=jnp.zeros((k, c, c), jnp.float32), rng=rng)
 
+  def complete(params, batch_stats):
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
+                      opt_state=method.optimizer.init(params), extra=method.init_extra(params, batch_stats),
+                      rng=rng)
 
-def make_begin_task(nets: pah.Networks, init_prototypes: np.ndarray) -> Callable:
-  """Before task k: P_k gets its initial value (prototypes of unseen tasks only receive weight
-  decay until then, which this undoes), and the teacher's prototype logits f_{k-1}(P_j | j) are
-  computed once, since the frozen old model and old prototypes do not change during task k."""
-  init = jnp.asarray(init_prototypes)
-
-  @jax.jit
-  def begin_task(state: TrainState, task_id) -> TrainState:
-    protos = state.params["prototypes"].at[task_id].set(init[task_id])
-    params = {**state.params, "prototypes": protos}
-    teacher = pah.prototype_logits(nets, state.old_params, state.old_batch_stats,
-                                   batch_statistics=nets.prototype_batch_stats)
-    return state.replace(params=params, teacher_proto_logits=teacher)
-
-  return begin_task
-
-
-def end_task(state: TrainState) -> TrainState:
-  """Freezes the current model as the old model (arrays are immutable: no copy needed)."""
-  return state.replace(old_params=state.params, old_batch_stats=state.batch_stats)
+  return jax.jit(complete, compiler_options=options)(params, batch_stats)
 
 
 # --------------------------------------------------------------------------- the step
 
 
-# What every train step reports (averaged per chunk, written to TensorBoard).
-STEP_METRICS = ("loss", "loss_hm", "loss_sm", "loss_sp", "train_accuracy")
-
-
-def make_train_step(nets: pah.Networks, settings: StepSettings, main_opt: optax.GradientTransformation,
-                    proto_opt: optax.GradientTransformation, mesh=None) -> Callable:
-  """One PAH step on a uint8 batch of task `task_id` (a traced int: compiled once per run).
-
-  Phase 1 (eq. 6 without L_sp): L_hm + lambda_sm L_sm updates backbone, hypernetwork and
-  prototypes. Phase 2: L_sp, evaluated at the parameters after phase 1 (as the official code,
-  which steps its main optimiser first), updates only the prototypes.
-  """
-  s = settings
-  distill = functools.partial(losses.distill_old_tasks, temperature=s.temperature,
-                              direction=s.kl_direction, reduction=s.old_task_reduction)
+def make_train_step(method: methods.Method, *, augment: bool, mean, std, mesh=None) -> Callable:
+  """The loop's step around `method.step`: splits the uint8 batch over devices, augments and
+  normalises it on device, runs the method's update and advances the step counter.
+  `task_id` is a traced int, so one compiled step serves the whole run."""
+  mean, std = tuple(mean), tuple(std)
 
   def step(state: TrainState, images_u8, labels, task_id):
     if mesh is not None:  # batch split over devices; BatchNorm and gradients stay global
       images_u8, labels = sharding.split_batch(images_u8, mesh), sharding.split_batch(labels, mesh)
-    if s.augment:
+    images = images_u8
+    if augment:
       # Streams of the root key: 0 initialisation, 1 data order, 2 augmentation.
-      images_u8 = images_lib.random_crop_flip(jax.random.fold_in(jax.random.fold_in(state.rng, 2), state.step),
-                                              images_u8)
-    images = images_lib.normalize(images_u8, s.mean, s.std)
-    old_mask = jnp.arange(nets.num_tasks) < task_id
-
-    # Teacher: the frozen old model on the current images, all old heads from one pass.
-    teacher_logits, _ = pah.image_logits(nets, state.old_params, state.old_batch_stats, images,
-                                         batch_statistics=nets.teacher_batch_stats)
-
-    def main_loss(params):
-      logits, new_stats = pah.image_logits(nets, params, state.batch_stats, images, batch_statistics=True)
-      current = logits[task_id]
-      l_hm = losses.cross_entropy(current, labels)
-      l_sm = distill(logits, teacher_logits, old_mask)
-      accuracy = jnp.mean(jnp.argmax(current, -1) == labels)
-      return l_hm + s.lambda_sm * l_sm, (new_stats, l_hm, l_sm, accuracy)
-
-    (loss, (batch_stats, l_hm, l_sm, accuracy)), grads = jax.value_and_grad(main_loss, has_aux=True)(state.params)
-    updates, opt_state = main_opt.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-
-    def prototype_loss(params):
-      student = pah.prototype_logits(nets, params, batch_stats, batch_statistics=nets.prototype_batch_stats)
-      return distill(student, state.teacher_proto_logits, old_mask)
-
-    l_sp, sp_grads = jax.value_and_grad(prototype_loss)(params)
-    sp_grads = jax.tree_util.tree_map(lambda g: s.lambda_sp * g, sp_grads)
-    if s.official_prototype_update:
-      # The official code never zeroes the prototype gradient between its two backward passes.
-      sp_grads = jax.tree_util.tree_map(jnp.add, sp_grads, grads)
-    proto_updates, proto_opt_state = proto_opt.update(sp_grads, state.proto_opt_state, params)
-    params = optax.apply_updates(params, proto_updates)
-
-    new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
-                              opt_state=opt_state, proto_opt_state=proto_opt_state)
-    metrics = {"loss": loss + s.lambda_sp * l_sp, "loss_hm": l_hm, "loss_sm": l_sm, "loss_sp": l_sp,
-               "train_accuracy": accuracy}
-    return new_state, {k: metrics[k].astype(jnp.float32) for k in STEP_METRICS}
+      images = images_lib.random_crop_flip(jax.random.fold_in(jax.random.fold_in(state.rng, 2), state.step),
+                                           images_u8)
+    batch = methods.Batch(images_lib.normalize(images, mean, std), images_u8, labels, task_id)
+    state, metrics = method.step(state, batch)
+    return state.replace(step=state.step + 1), {k: metrics[k].astype(jnp.float32) for k in method.metric_names}
 
   return step
 
@@ -199,7 +97,7 @@ def use_compiled_loops(loop: str) -> bool:
   return loop == "compiled"
 
 
-def make_train_chunk(step: Callable, batch_size: int, compiled: bool) -> Callable:
+def make_train_chunk(step: Callable, batch_size: int, compiled: bool, metric_names) -> Callable:
   """Runs `num_batches` steps of an epoch, starting at batch `first_batch`, on device-resident data.
 
   The epoch's order is a permutation drawn from (task, epoch), so it is the same whenever
@@ -218,7 +116,7 @@ def make_train_chunk(step: Callable, batch_size: int, compiled: bool) -> Callabl
   @functools.partial(jax.jit, donate_argnums=(0,))
   def compiled_chunk(state: TrainState, images, labels, num_valid, task_id, epoch, first_batch, num_batches):
     perm = permutation(state, images.shape[0], num_valid, task_id, epoch)
-    sums = {name: jnp.zeros((), jnp.float32) for name in STEP_METRICS}
+    sums = {name: jnp.zeros((), jnp.float32) for name in metric_names}
 
     def body(i, carry):
       state, sums = carry
@@ -251,22 +149,20 @@ def make_train_chunk(step: Callable, batch_size: int, compiled: bool) -> Callabl
 # --------------------------------------------------------------------------- evaluation
 
 
-def make_evaluate(nets: pah.Networks, mean, std, eval_batch_size: int, batch_size: int,
+def make_evaluate(logits_fn: Callable, bn_batch: bool, mean, std, eval_batch_size: int, batch_size: int,
                   compiled: bool, mesh=None, batch_mean: bool = False) -> Callable:
-  """Test accuracy (%) of task `task_id` with that task's generated head.
+  """Test accuracy (%) of task `task_id` with that task's head (`logits_fn` = Method.logits;
+  `bn_batch`: BatchNorm with batch statistics, else running statistics).
 
   Running statistics: fixed-size padded batches. Batch statistics (official): the official
   protocol's shuffled batches of `batch_size` (the last one smaller), since each batch's own
   statistics normalise it. The accuracy is over examples, or with `batch_mean` the mean of
   the per-batch accuracies, as the official code reports it.
   """
-  bn_batch = nets.eval_batch_stats
-
   def correct(params, batch_stats, images_u8, labels, valid, task_id):
     if mesh is not None and images_u8.shape[0] % mesh.size == 0:
       images_u8 = sharding.split_batch(images_u8, mesh)
-    logits = pah.task_logits(nets, params, batch_stats, images_lib.normalize(images_u8, mean, std),
-                             task_id, batch_statistics=bn_batch)
+    logits = logits_fn(params, batch_stats, images_lib.normalize(images_u8, mean, std), task_id, bn_batch)
     return jnp.sum((jnp.argmax(logits, -1) == labels) & valid)
 
   jit_correct = jax.jit(correct)
@@ -323,9 +219,11 @@ class _Run:
 
   config: ml_collections.ConfigDict
   tasks: data_lib.TaskSequence
-  train_sets: list  # [(uint8 images, labels)] per task, init images removed where configured
+  method: methods.Method
+  train_sets: list  # [(uint8 images, labels)] per task (joint: the union, at the last task)
   padded_size: int  # every task's arrays are padded to this, so shapes never change
   begin_task: Callable
+  end_task: Callable
   train_chunk: Callable
   evaluate: Callable
   mesh: "jax.sharding.Mesh"
@@ -340,6 +238,11 @@ class _Run:
     self.ckpt.save(state, {"position": dataclasses.asdict(position), "accuracy_matrix": reporting.jsonable(acc),
                            "seconds": self.seconds(), "num_tasks": k, "config": reporting.jsonable(self.config),
                            "class_order": list(self.tasks.class_order)})
+
+  def task_arrays(self, task_id: int):
+    """Task `task_id`'s training set on the device(s), padded to the common size."""
+    x, y = self.train_sets[task_id]
+    return sharding.replicate((_pad_to(x, self.padded_size), _pad_to(y, self.padded_size)), self.mesh)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -357,28 +260,40 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     return _train(config, ckpt, stop, resume=meta is not None)
 
 
+def build_method(config: ml_collections.ConfigDict, tasks: data_lib.TaskSequence) -> methods.Method:
+  """The configured method for this task sequence."""
+  nets = pah.build_networks(config, len(tasks.tasks), tasks.num_classes_per_task)
+  setup = methods.Setup(config=config, nets=nets, num_tasks=len(tasks.tasks), num_classes=tasks.num_classes_per_task,
+                        image_shape=tuple(tasks.image_shape), mean=tuple(tasks.mean), std=tuple(tasks.std),
+                        tasks=tasks)
+  return methods.build(setup)
+
+
+def training_sets(method: methods.Method, tasks: data_lib.TaskSequence) -> list:
+  """Per task, the (images, labels) it trains on. Joint training: every task's examples at the
+  last task, with labels task * C + label (earlier entries empty)."""
+  sets = [(t.x_train, t.y_train) for t in tasks.tasks]
+  if method.removed_from_training is not None:
+    sets = [(np.delete(x, r, 0), np.delete(y, r, 0)) for (x, y), r in zip(sets, method.removed_from_training)]
+  if method.joint:
+    c = tasks.num_classes_per_task
+    union = (np.concatenate([x for x, _ in sets]),
+             np.concatenate([k * c + y.astype(np.int64) for k, (_, y) in enumerate(sets)]).astype(np.int32))
+    sets = [(x[:0], y[:0]) for x, y in sets[:-1]] + [union]
+  return sets
+
+
 def _train(config, ckpt: checkpointing.Checkpointer, stop: "checkpointing.StopRequests", resume: bool) -> dict:
   tasks_seq = data_lib.load_tasks(config.data, config.seed)
   config_check.check_against_data(config, tasks_seq)
-  k_tasks, c = len(tasks_seq.tasks), tasks_seq.num_classes_per_task
-  proto_channels = config.pah.prototype_channels or tasks_seq.image_shape[-1]
-  init_protos, chosen = prototypes_lib.initial_prototypes(
-      [t.x_train for t in tasks_seq.tasks], [t.y_train for t in tasks_seq.tasks], num_classes=c,
-      size=config.pah.prototype_size, channels=proto_channels, init=config.pah.prototype_init,
-      semantic_init=config.pah.semantic_init, mean=tasks_seq.mean, std=tasks_seq.std,
-      random_mean=config.pah.random_init_mean, random_std=config.pah.random_init_std, seed=config.seed)
-  train_sets = [(t.x_train, t.y_train) for t in tasks_seq.tasks]
-  if config.pah.exclude_init_images and chosen is not None:
-    train_sets = [(np.delete(x, chosen[k], 0), np.delete(y, chosen[k], 0)) for k, (x, y) in enumerate(train_sets)]
-
-  nets = pah.build_networks(config, k_tasks, c)
-  settings = StepSettings.from_config(config, tasks_seq.mean, tasks_seq.std)
-  main_opt, proto_opt = optim.main_optimizer(config.optim), optim.prototype_optimizer(config.optim)
+  k_tasks = len(tasks_seq.tasks)
+  method = build_method(config, tasks_seq)
+  train_sets = training_sets(method, tasks_seq)
   mesh = sharding.data_mesh()
   if config.train.batch_size % mesh.size:
     raise errors.UserError(f"config train.batch_size={config.train.batch_size} must be divisible by the "
                            f"{mesh.size} devices, which split every batch")
-  state = sharding.replicate(create_state(nets, config, init_protos, tasks_seq.image_shape), mesh)
+  state = sharding.replicate(create_state(method, config), mesh)
   acc = np.full((k_tasks, k_tasks), np.nan)
   position = checkpointing.Position(task=0, epoch=0, batch=0)
   seconds_before = 0.0
@@ -390,28 +305,35 @@ def _train(config, ckpt: checkpointing.Checkpointer, stop: "checkpointing.StopRe
 
   compiled = use_compiled_loops(config.train.loop)
   started = time.time()
+  step = make_train_step(method, augment=config.train.augment, mean=tasks_seq.mean, std=tasks_seq.std, mesh=mesh)
+  identity = lambda state, *unused: state
   run = _Run(
-      config=config, tasks=tasks_seq, train_sets=train_sets, padded_size=max(len(y) for _, y in train_sets),
-      begin_task=make_begin_task(nets, init_protos),
-      train_chunk=make_train_chunk(make_train_step(nets, settings, main_opt, proto_opt, mesh),
-                                   config.train.batch_size, compiled),
-      evaluate=make_evaluate(nets, tasks_seq.mean, tasks_seq.std, config.train.eval_batch_size,
-                             config.train.batch_size, compiled, mesh,
+      config=config, tasks=tasks_seq, method=method, train_sets=train_sets,
+      padded_size=max(len(y) for _, y in train_sets),
+      begin_task=jax.jit(method.begin_task or identity),
+      end_task=jax.jit(method.end_task or identity),
+      train_chunk=make_train_chunk(step, config.train.batch_size, compiled, method.metric_names),
+      evaluate=make_evaluate(method.logits, evaluation_batch_stats(config), tasks_seq.mean, tasks_seq.std,
+                             config.train.eval_batch_size, config.train.batch_size, compiled, mesh,
                              batch_mean=config.train.eval_accuracy == "batch_mean"),
       mesh=mesh,
       ckpt=ckpt, writer=reporting.MetricWriter(ckpt.tensorboard_dir), progress=reporting.Progress(k_tasks),
       stop=stop, seconds=lambda: seconds_before + time.time() - started)
   try:
     for task_id in range(position.task, k_tasks):
+      if not len(train_sets[task_id][1]):  # joint training: nothing to train or score before the last task
+        continue
       state = _train_task(run, state, task_id, position, acc)
-      acc[task_id, :task_id + 1] = [
-          run.evaluate(state.params, state.batch_stats, t.x_test, t.y_test, j, config.seed)
-          for j, t in enumerate(tasks_seq.tasks[:task_id + 1])]
+      scored = range(k_tasks) if method.joint else range(task_id + 1)
+      acc[task_id, list(scored)] = [
+          run.evaluate(state.params, state.batch_stats, tasks_seq.tasks[j].x_test, tasks_seq.tasks[j].y_test, j,
+                       config.seed) for j in scored]
       summary = metrics_lib.summarize(acc, upto=task_id)
       run.writer.scalars(int(state.step), {f"test/task_{j}": acc[task_id, j] for j in range(task_id + 1)}
                          | {f"test/{k}": v for k, v in summary.items()})
       run.progress.end_task(task_id, acc[task_id, :task_id + 1], summary)
-      state = end_task(state)
+      images, labels = run.task_arrays(task_id)
+      state = run.end_task(state, images, labels, len(train_sets[task_id][1]), task_id)
       position = checkpointing.Position(task=task_id + 1, epoch=0, batch=0)
       run.save(state, position, acc)
       stop.raise_if_requested(position)
@@ -420,13 +342,18 @@ def _train(config, ckpt: checkpointing.Checkpointer, stop: "checkpointing.StopRe
     run.writer.close()
 
   summary = metrics_lib.summarize(acc)
-  extra = {"class_order": list(tasks_seq.class_order), "num_tasks": k_tasks, "classes_per_task": c,
-           "method": config.method}
+  extra = {"class_order": list(tasks_seq.class_order), "num_tasks": k_tasks,
+           "classes_per_task": tasks_seq.num_classes_per_task, "method": config.method}
   reporting.write_results_json(ckpt.results_path, acc, summary, config, run.seconds(), extra=extra)
   reporting.plot_accuracy_matrix(ckpt.path("accuracy_matrix.png"), acc)
   reporting.plot_task_curves(ckpt.path("task_accuracy.png"), acc)
   print(reporting.format_table(acc, summary))
   return reporting.read_results(ckpt.results_path)
+
+
+def evaluation_batch_stats(config: ml_collections.ConfigDict) -> bool:
+  """Whether evaluation normalises with batch statistics (model.eval_batch_norm or batch_norm)."""
+  return (config.model.eval_batch_norm or config.model.batch_norm) == "batch"
 
 
 def _train_task(run: _Run, state: TrainState, task_id: int, position: checkpointing.Position,
@@ -437,9 +364,9 @@ def _train_task(run: _Run, state: TrainState, task_id: int, position: checkpoint
   (SIGINT/SIGTERM), then raises `Stopped`; the task-end checkpoint is the caller's.
   """
   cfg = run.config.train
-  x_np, y_np = run.train_sets[task_id]
+  y_np = run.train_sets[task_id][1]
   steps_per_epoch = len(y_np) // cfg.batch_size
-  images, labels = sharding.replicate((_pad_to(x_np, run.padded_size), _pad_to(y_np, run.padded_size)), run.mesh)
+  images, labels = run.task_arrays(task_id)
   fresh = position.task != task_id or (position.epoch == 0 and position.batch == 0)
   if fresh:
     state = run.begin_task(state, task_id)

@@ -17,9 +17,11 @@ import pytest
 from configs import default
 from pah_jax import images as images_lib
 from pah_jax import losses
+from pah_jax import methods
 from pah_jax import optim
 from pah_jax import pah
 from pah_jax import train
+from pah_jax.methods import hypernet
 
 K, C, S = 3, 2, 4
 D = 64  # 512 * 0.125
@@ -48,7 +50,8 @@ def _tiny():
   """(initial prototypes, TrainState) of the tiny model, built once (jit: one compilation)."""
   protos = np.random.default_rng(0).normal(0.0, 1.0, (K, C, S, S, 3)).astype(np.float32)
   nets, config = _nets(), _config()
-  state = jit(lambda p: train.create_state(nets, config, p, IMAGE_SHAPE))(protos)
+  del nets
+  state = train.create_state(hypernet.build_pah_for(config, protos, IMAGE_SHAPE, MEAN, STD), config)
   return protos, state
 
 
@@ -90,8 +93,8 @@ def test_build_networks_sizes():
   assert state.params["hypernet"]["in"]["kernel"].shape == (C * S * S * 3, 16)
   assert state.params["hypernet"]["out"]["kernel"].shape == (16, C * D)
   np.testing.assert_array_equal(state.params["prototypes"], protos)
-  assert _leaves_equal(state.old_params, state.params)
-  assert state.teacher_proto_logits.shape == (K, C, C)
+  assert _leaves_equal(state.extra["old_params"], state.params)
+  assert state.extra["teacher_proto_logits"].shape == (K, C, C)
 
 
 def test_task_embeddings_class_major():
@@ -295,7 +298,7 @@ def test_prototype_and_teacher_passes_leave_running_stats():
     assert isinstance(out, jax.Array) and out.shape == (K, C, C)
   x = images_lib.normalize(_images()[0], MEAN, STD)
   teacher = jit(functools.partial(pah.image_logits, nets, batch_statistics=False))
-  logits, teacher_stats = teacher(state.old_params, stats, x)
+  logits, teacher_stats = teacher(state.extra["old_params"], stats, x)
   assert logits.shape == (K, 4, C)
   assert _leaves_equal(teacher_stats, before)
   assert _leaves_equal(stats, before)
@@ -313,19 +316,19 @@ def _step_runs(batch_norm):
   with lambda_sp = 1 (lambda_sp traced, so the step compiles once)."""
   protos, state = _tiny()
   nets, config = _nets(batch_norm), _config(batch_norm)
-  settings = train.StepSettings.from_config(config, MEAN, STD)
+  settings = hypernet.StepSettings.from_config(config)
   assert settings.lambda_sp == 1.0 and not settings.official_prototype_update
   main_opt, proto_opt = optim.main_optimizer(config.optim), optim.prototype_optimizer(config.optim)
 
   @jit
   def run(state, x, y, task_id, lambda_sp):
-    step = train.make_train_step(nets, dataclasses.replace(settings, lambda_sp=lambda_sp), main_opt, proto_opt)
-    return step(state, x, y, task_id)
+    step = hypernet.make_pah_step(nets, dataclasses.replace(settings, lambda_sp=lambda_sp), main_opt, proto_opt)
+    return step(state, methods.Batch(images_lib.normalize(x, MEAN, STD), x, y, task_id))
 
-  begin_task = train.make_begin_task(nets, protos)
+  begin_task = jit(hypernet.make_begin_task(nets, protos))
   x, y = _images()
   s0, m0 = run(begin_task(state, 0), x, y, 0, 1.0)
-  s1 = begin_task(train.end_task(s0), 1)
+  s1 = begin_task(hypernet.end_task(s0), 1)
   x1, y1 = _images(seed=1)
   a, ma = run(s1, x1, y1, 1, 0.0)
   b, mb = run(s1, x1, y1, 1, 1.0)
@@ -366,7 +369,7 @@ def test_train_step_running_stats_only_from_training_batch(batch_norm):
   distance = max(float(np.abs(np.asarray(p) - np.asarray(g)).max())
                  for p, g in zip(jax.tree_util.tree_leaves(polluted), jax.tree_util.tree_leaves(a.batch_stats)))
   assert distance > 1e-3
-  _, teacher_polluted = fwd(s1.old_params["backbone"], expected, x)
+  _, teacher_polluted = fwd(s1.extra["old_params"]["backbone"], expected, x)
   assert not _leaves_equal(teacher_polluted, a.batch_stats)
 
 

@@ -10,12 +10,8 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from configs import default
 from pah_jax import checkpointing
 from pah_jax import data as data_lib
-from pah_jax import optim
-from pah_jax import pah
-from pah_jax import prototypes as prototypes_lib
 from pah_jax import train
 from tests.conftest import tiny_config
 
@@ -33,24 +29,18 @@ def test_train_step_compiles_once_across_tasks(npz_path, compiled):
   chex.clear_trace_counter()
   config = tiny_config(npz_path)
   seq = data_lib.load_tasks(config.data, config.seed)
-  nets = pah.build_networks(config, 2, seq.num_classes_per_task)
-  protos, _ = prototypes_lib.initial_prototypes(
-      [t.x_train for t in seq.tasks], [t.y_train for t in seq.tasks], num_classes=2, size=4, channels=1,
-      init="semantic", semantic_init="resize", mean=seq.mean, std=seq.std, random_mean=0.5, random_std=0.1, seed=0)
-  state = train.create_state(nets, config, protos, seq.image_shape)
-  settings = train.StepSettings.from_config(config, seq.mean, seq.std)
-  step = chex.assert_max_traces(
-      train.make_train_step(nets, settings, optim.main_optimizer(config.optim),
-                            optim.prototype_optimizer(config.optim)), n=1)
-  chunk = train.make_train_chunk(step, batch_size=16, compiled=compiled)
-  begin = train.make_begin_task(nets, protos)
+  method = train.build_method(config, seq)
+  state = train.create_state(method, config)
+  step = chex.assert_max_traces(train.make_train_step(method, augment=False, mean=seq.mean, std=seq.std), n=1)
+  chunk = train.make_train_chunk(step, batch_size=16, compiled=compiled, metric_names=method.metric_names)
+  begin, end = jax.jit(method.begin_task), jax.jit(method.end_task)
   for task_id in (0, 1):
     t = seq.tasks[task_id]
     state = begin(state, task_id)
     for first, n in ((0, 2), (2, 4)):  # different chunk lengths: still one trace
       state, metrics = chunk(state, t.x_train, t.y_train, len(t.y_train), task_id, 0, first, n)
       assert np.isfinite(metrics["loss"])
-    state = train.end_task(state)
+    state = end(state, t.x_train, t.y_train, len(t.y_train), task_id)
   assert int(state.step) == 12
   chex.clear_trace_counter()
 
