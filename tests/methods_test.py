@@ -325,9 +325,12 @@ def test_hnet_output_regulariser_is_zero_at_the_old_model_and_positive_after():
 # --------------------------------------------------------------------------- end to end
 
 
-@pytest.mark.parametrize("name", list(methods.BUILDERS))
-def test_every_method_runs_the_command_line_job(tmp_path, name):
-  """Each method through train_and_evaluate: results.json with a full (joint: last) row."""
+# The loop paths a method can take: joint's union training set, end_task on the task's data
+# (Fisher, memory filling), hypernetwork without prototypes. pah: train_test.py; the others
+# share finetune's path, exercised step by step above.
+@pytest.mark.parametrize("name", ["joint", "ewc", "agem", "hnet", "derpp"])
+def test_methods_run_the_command_line_job(tmp_path, name):
+  """The method through train_and_evaluate: results.json with a full (joint: last) row."""
   path = make_npz(tmp_path / "tiny.npz", num_classes=4, train_per_class=24, test_per_class=8)
   config = tiny_config(path)
   config.method = name

@@ -86,7 +86,8 @@ def test_main_optimizer_per_group_learning_rates(weight_decay):
 def test_main_optimizer_default_groups():
   """The default config: backbone 1e-4, hypernet and prototypes 1e-3 (the official AdamW groups)."""
   config = _optim_config(weight_decay=0.0)
-  assert optim.learning_rates(config) == {"backbone": 1e-4, "hypernet": 1e-3, "prototypes": 1e-3}
+  assert optim.learning_rates(config) == {"backbone": 1e-4, "hypernet": 1e-3, "prototypes": 1e-3,
+                                         "heads": 1e-3, "embeddings": 1e-3}
   params, grads = _params_and_grads(seed=3)
   opt = optim.main_optimizer(config)
   updates, _ = opt.update(grads, opt.init(params), params)

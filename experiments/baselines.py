@@ -1,0 +1,172 @@
+"""PAH against the baselines in one framework: methods x seeds on one config, as one table.
+
+  python experiments/baselines.py --config configs/fashion_mnist.py --seeds 0 1 2 \\
+      --lr-grid 1e-4 3e-4 1e-3 --workdir runs/baselines_fmnist
+
+Every method (default: all of pah_jax.methods) trains with the same backbone, data, schedule
+and metrics. With --lr-grid each method first runs once per backbone learning rate
+(optim.lr_backbone; heads, hypernetwork and prototypes keep theirs) on --tune-seed, a seed
+that is not in the table, and the table then uses the rate with the best average accuracy
+(ties: lower forgetting). Writes <workdir>/baselines.md (AA and FM mean ± std, wall time) and
+baselines.json (every accuracy matrix), and with a grid lr_grid.md / lr_grid.json. Runs live
+in <workdir>/<method>/lr_<rate>/seed_<n>, so a rerun resumes unfinished runs and re-reads
+finished ones.
+"""
+
+import argparse
+import os
+import shlex
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+  sys.path.insert(0, ROOT)
+
+from experiments import paper_tables as pt  # pylint: disable=wrong-import-position
+from pah_jax import config_check  # pylint: disable=wrong-import-position
+from pah_jax.errors import Stopped  # pylint: disable=wrong-import-position
+from pah_jax.errors import UserError  # pylint: disable=wrong-import-position
+
+DESCRIPTIONS = {
+    "pah": "PAH (prototype-augmented hypernetwork)",
+    "hnet": "hypernetwork + learned task embedding (PAH without prototypes)",
+    "finetune": "fine-tuning, stored heads (lower bound)",
+    "joint": "joint training on all tasks (upper bound)",
+    "lwf": "LwF (Li & Hoiem 2017)",
+    "ewc": "online EWC (Schwarz et al. 2018)",
+    "si": "SI (Zenke et al. 2017)",
+    "agem": "A-GEM (Chaudhry et al. 2019), memory {memory}",
+    "derpp": "DER++ (Buzzega et al. 2020), buffer {buffer}",
+}
+
+
+def _rate(lr: float) -> str:
+  return f"{lr:g}"
+
+
+def make_row(base, method: str, lr, seeds, workdir: str) -> pt.Row:
+  config = pt.copy.deepcopy(base)
+  config.method = method
+  if lr is not None:
+    config.optim.lr_backbone = lr
+  rate = _rate(config.optim.lr_backbone)
+  name = DESCRIPTIONS[method].format(memory=config.agem.memory_size, buffer=config.derpp.buffer_size)
+  return pt.Row(config=config, directory=os.path.join(workdir, method, f"lr_{rate}"), seeds=tuple(seeds),
+                info={"label": f"{method} lr {rate}", "method": method, "description": name,
+                      "lr_backbone": config.optim.lr_backbone})
+
+
+def best_rate(rows: list) -> pt.Row:
+  """The row with the highest mean AA; ties (within 0.01) go to the lower mean FM."""
+  def key(row):
+    s = pt.row_stats(row)
+    aa = s["average_accuracy"]["mean"] if s else float("-inf")
+    fm = s["forgetting"]["mean"] if s and s["forgetting"]["mean"] is not None else 0.0
+    return (round(aa, 2), -fm)
+  return max(rows, key=key)
+
+
+def grid_markdown(grid: dict, command: str, seed: int) -> str:
+  rates = sorted({row.info["lr_backbone"] for rows in grid.values() for row in rows})
+  lines = []
+  for method, rows in grid.items():
+    by_rate = {row.info["lr_backbone"]: row for row in rows}
+    chosen = best_rate(rows).info["lr_backbone"] if all(r.results for r in rows) else None
+    cells = []
+    for lr in rates:
+      s = pt.row_stats(by_rate[lr]) if lr in by_rate else {}
+      cell = (f"{s['average_accuracy']['mean']:.2f} / " + (f"{s['forgetting']['mean']:.2f}"
+                                                          if s["forgetting"]["mean"] is not None else pt._NONE)
+              if s else pt._NONE)
+      cells.append(f"**{cell}**" if lr == chosen else cell)
+    lines.append([method] + cells)
+  header = ["Method"] + [f"lr_backbone {_rate(lr)}: AA / FM" for lr in rates]
+  return "\n".join([
+      "# Learning-rate grid", "", f"Command: `{command}`  ",
+      f"Tuning seed {seed} (not a table seed). Bold: the rate the table uses (best AA; ties: lower FM). "
+      "Other learning rates (heads, hypernetwork, prototypes) as configured.", "",
+      pt.markdown_table(header, lines)])
+
+
+def table_markdown(rows: list, command: str, seeds, applied, label: str, wall: float) -> str:
+  lines = []
+  for row in rows:
+    s = pt.row_stats(row)
+    total = sum(r["seconds"] for r in row.results.values())
+    lines.append([row.info["method"], row.info["description"], _rate(row.info["lr_backbone"]), pt._seeds_done(row),
+                  pt.fmt_measured(s, "average_accuracy"), pt.fmt_measured(s, "forgetting"), pt._wall(s),
+                  pt.fmt_seconds(total) if row.results else pt._NONE])
+  header = ["Method", "What", "lr_backbone", "Seeds", "AA", "FM", "Wall time / run", "Wall time, all seeds"]
+  runs_total = sum(r["seconds"] for row in rows for r in row.results.values())
+  shown = ", ".join(f"`{k}={v!r}`" for k, v in applied) or "none"
+  return "\n".join([
+      f"# Baselines on {label}", "", f"Command: `{command}`  ",
+      f"Seeds: {', '.join(map(str, seeds))}; overrides: {shown}  ",
+      "AA (average accuracy) and FM (forgetting, Chaudhry et al. 2018) in %, mean ± sample std over "
+      "seeds; joint training has no sequence, so no forgetting. Wall time = training and evaluation "
+      f"per run (data loading and compilation excluded). Table runs: {pt.fmt_seconds(runs_total)} in all; "
+      f"this invocation's wall time {pt.fmt_seconds(wall)}.", "",
+      pt.markdown_table(header, lines)])
+
+
+def main(argv=None) -> int:
+  argv = list(sys.argv[1:] if argv is None else argv)
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--config", default="configs/fashion_mnist.py", help="the config every method runs")
+  parser.add_argument("--methods", nargs="+", default=list(config_check.METHODS), help="methods (default: all)")
+  parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="table seeds (default: 0 1 2)")
+  parser.add_argument("--lr-grid", nargs="+", type=float, default=[], metavar="LR",
+                      help="backbone learning rates to tune each method over (default: none, the config's)")
+  parser.add_argument("--tune-seed", type=int, default=100, help="seed of the grid runs (default: 100)")
+  parser.add_argument("--workdir", default="runs/baselines", help="runs and tables (default: runs/baselines)")
+  parser.add_argument("--override", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
+                      help="config changes for every run, e.g. train.epochs=1")
+  parser.add_argument("--compile-cache", default=None,
+                      help="JAX persistent compilation cache (default: <workdir>/jax_cache; none: off)")
+  args = parser.parse_args(argv)
+  unknown = [m for m in args.methods if m not in config_check.METHODS]
+  if unknown or len(set(args.methods)) != len(args.methods):
+    print(f"error: --methods must be distinct names among {', '.join(config_check.METHODS)}", file=sys.stderr)
+    return 2
+  if len(set(args.seeds)) != len(args.seeds) or args.tune_seed in args.seeds and args.lr_grid:
+    print("error: --seeds must be distinct and must not contain --tune-seed", file=sys.stderr)
+    return 2
+  if any(lr <= 0 for lr in args.lr_grid):
+    print("error: --lr-grid rates must be > 0", file=sys.stderr)
+    return 2
+  command = " ".join(["python experiments/baselines.py"] + [shlex.quote(a) for a in argv])
+  cache = args.compile_cache if args.compile_cache is not None else os.path.join(args.workdir, "jax_cache")
+  started = time.time()
+  try:
+    with pt.compile_cache(cache):
+      base = pt.load_config(args.config)
+      applied = pt.apply_overrides(base, args.override)
+      label = pt.benchmark_label(base)
+      chosen = {m: None for m in args.methods}
+      if args.lr_grid:
+        grid = {m: [make_row(base, m, lr, [args.tune_seed], args.workdir) for lr in args.lr_grid]
+                for m in args.methods}
+        write_grid = lambda: pt._write(args.workdir, "lr_grid", grid_markdown(grid, command, args.tune_seed),
+                                       {m: [pt.row_json(r) for r in rows] for m, rows in grid.items()})
+        pt.execute([row for rows in grid.values() for row in rows], write_grid)
+        chosen = {m: best_rate(rows).info["lr_backbone"] for m, rows in grid.items()}
+      rows = [make_row(base, m, chosen[m], args.seeds, args.workdir) for m in args.methods]
+      table_started = time.time()
+      write = lambda: pt._write(args.workdir, "baselines",
+                                table_markdown(rows, command, args.seeds, applied, label, time.time() - table_started),
+                                {"command": command, "rows": [pt.row_json(r) for r in rows]})
+      pt.execute(rows, write)
+  except UserError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  except Stopped as e:
+    print(str(e), file=sys.stderr)
+    return 128 + e.signum
+  print(f"tables in {args.workdir} ({pt.fmt_seconds(time.time() - started)})")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
