@@ -51,6 +51,8 @@ def format_table(R, summary, task_names=None):
 
 
 def _fmt(value):
+  if value is None:  # a metric stored as null (joint training has no forgetting)
+    return "-"
   value = float(value)
   return "-" if math.isnan(value) else f"{value:.2f}"
 

@@ -330,7 +330,7 @@ def _train(config, ckpt: checkpointing.Checkpointer, stop: "checkpointing.StopRe
                        config.seed) for j in scored]
       summary = metrics_lib.summarize(acc, upto=task_id)
       run.writer.scalars(int(state.step), {f"test/task_{j}": acc[task_id, j] for j in range(task_id + 1)}
-                         | {f"test/{k}": v for k, v in summary.items()})
+                         | {f"test/{k}": v for k, v in summary.items() if np.isfinite(v)})
       run.progress.end_task(task_id, acc[task_id, :task_id + 1], summary)
       images, labels = run.task_arrays(task_id)
       state = run.end_task(state, images, labels, len(train_sets[task_id][1]), task_id)

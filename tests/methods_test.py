@@ -326,9 +326,9 @@ def test_hnet_output_regulariser_is_zero_at_the_old_model_and_positive_after():
 
 
 # The loop paths a method can take: joint's union training set, end_task on the task's data
-# (Fisher, memory filling), hypernetwork without prototypes. pah: train_test.py; the others
+# (Fisher, memory filling). pah: train_test.py; the others
 # share finetune's path, exercised step by step above.
-@pytest.mark.parametrize("name", ["joint", "ewc", "agem", "hnet", "derpp"])
+@pytest.mark.parametrize("name", ["joint", "ewc", "agem"])
 def test_methods_run_the_command_line_job(tmp_path, name):
   """The method through train_and_evaluate: results.json with a full (joint: last) row."""
   path = make_npz(tmp_path / "tiny.npz", num_classes=4, train_per_class=24, test_per_class=8)
