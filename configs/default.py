@@ -10,7 +10,7 @@ import ml_collections
 def get_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.seed = 0
-  # pah | finetune | joint | lwf | ewc | si | agem | derpp | hnet (baselines as they land).
+  # pah | hnet | finetune | joint | lwf | ewc | si | agem | derpp (pah_jax/methods/)
   c.method = "pah"
 
   c.data = d = ml_collections.ConfigDict()
