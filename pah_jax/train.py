@@ -311,7 +311,7 @@ def _train(config, ckpt: checkpointing.Checkpointer, stop: "checkpointing.StopRe
       config=config, tasks=tasks_seq, method=method, train_sets=train_sets,
       padded_size=max(len(y) for _, y in train_sets),
       begin_task=jax.jit(method.begin_task or identity),
-      end_task=jax.jit(method.end_task or identity),
+      end_task=jax.jit(method.end_task) if method.end_task else None,
       train_chunk=make_train_chunk(step, config.train.batch_size, compiled, method.metric_names),
       evaluate=make_evaluate(method.logits, evaluation_batch_stats(config), tasks_seq.mean, tasks_seq.std,
                              config.train.eval_batch_size, config.train.batch_size, compiled, mesh,
@@ -332,8 +332,9 @@ def _train(config, ckpt: checkpointing.Checkpointer, stop: "checkpointing.StopRe
       run.writer.scalars(int(state.step), {f"test/task_{j}": acc[task_id, j] for j in range(task_id + 1)}
                          | {f"test/{k}": v for k, v in summary.items() if np.isfinite(v)})
       run.progress.end_task(task_id, acc[task_id, :task_id + 1], summary)
-      images, labels = run.task_arrays(task_id)
-      state = run.end_task(state, images, labels, len(train_sets[task_id][1]), task_id)
+      if method.end_task is not None:  # only then are the task's arrays needed again
+        images, labels = run.task_arrays(task_id)
+        state = run.end_task(state, images, labels, len(train_sets[task_id][1]), task_id)
       position = checkpointing.Position(task=task_id + 1, epoch=0, batch=0)
       run.save(state, position, acc)
       stop.raise_if_requested(position)
