@@ -116,6 +116,9 @@ def get_config() -> ml_collections.ConfigDict:
   # in rolled loops ~15x slower) | compiled | python
   t.loop = "auto"
   t.log_every_steps = 50
+  # >1: seeds seed, seed+1, ... trained as one vmapped program (pah_jax/parallel_seeds.py),
+  # each writing <workdir>/seed_<n> as its separate run would.
+  t.parallel_seeds = 1
   t.checkpoint_every_steps = 0  # 0 = only at task ends; otherwise also every N steps inside a task
   t.keep_checkpoints = 2
   return c

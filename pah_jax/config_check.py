@@ -75,11 +75,33 @@ _RANGES = {
     "train.eval_batch_size": (1, 65_536, False),
     "train.log_every_steps": (1, None, False),
     "train.keep_checkpoints": (1, None, False),
+    "train.parallel_seeds": (1, 1024, False),
     "train.checkpoint_every_steps": (0, None, False),
 }
 
 # Keys that may differ between the run that wrote a checkpoint and the run resuming it.
-RESUME_FREE_KEYS = ("train.log_every_steps", "train.keep_checkpoints", "train.checkpoint_every_steps", "train.loop", "data.path", "data.download")
+RESUME_FREE_KEYS = ("train.log_every_steps", "train.parallel_seeds", "train.keep_checkpoints",
+                    "train.checkpoint_every_steps", "train.loop", "data.path", "data.download")
+
+
+# Keys only some methods read. A workdir may be resumed, or its results re-read, under a config
+# that differs only in keys its method never reads: retuning the hypernetwork's learning rate
+# leaves the finished runs of the stored-head baselines valid.
+_METHOD_ONLY = ("pah", "hypernet", "hnet", "lwf", "ewc", "si", "agem", "derpp",
+                "optim.lr_hypernet", "optim.lr_prototypes", "optim.lr_heads")
+_HYPERNET_KEYS = ("pah", "hypernet", "optim.lr_hypernet", "optim.lr_prototypes")
+_READS = {"pah": _HYPERNET_KEYS, "hnet": _HYPERNET_KEYS + ("hnet",), "finetune": ("optim.lr_heads",),
+          "joint": ("optim.lr_heads",), "lwf": ("lwf", "optim.lr_heads"), "ewc": ("ewc", "optim.lr_heads"),
+          "si": ("si", "optim.lr_heads"), "agem": ("agem", "optim.lr_heads"), "derpp": ("derpp", "optim.lr_heads")}
+
+
+def _under(key: str, prefixes) -> bool:
+  return any(key == p or key.startswith(p + ".") for p in prefixes)
+
+
+def unread_by(method: str, key: str) -> bool:
+  """Whether method `method` never reads config key `key` (dotted)."""
+  return method in _READS and _under(key, _METHOD_ONLY) and not _under(key, _READS[method])
 
 
 def _get(config, dotted: str):
@@ -145,7 +167,8 @@ def check_same_config(saved: dict, config: ml_collections.ConfigDict) -> None:
   from pah_jax import reporting  # only for its JSON conversion of the config
 
   old, new = _flatten(saved), _flatten(reporting.jsonable(config))
-  differ = sorted(k for k in set(old) | set(new) if k not in RESUME_FREE_KEYS and old.get(k) != new.get(k))
+  differ = sorted(k for k in set(old) | set(new) if k not in RESUME_FREE_KEYS and old.get(k) != new.get(k)
+                  and not unread_by(new.get("method", "pah"), k))
   if differ:
     shown = ", ".join(f"{k} ({old.get(k)!r} -> {new.get(k)!r})" for k in differ[:6])
     raise UserError(f"workdir was written with another config: {shown}; use a new --workdir or the same config")

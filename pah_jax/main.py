@@ -30,6 +30,20 @@ def _last_line(e: BaseException) -> str:
   return text.splitlines()[-1].strip() if text else type(e).__name__
 
 
+def _train_parallel_seeds(config, workdir: str) -> None:
+  """Seeds seed .. seed+n-1 in one program, each in <workdir>/seed_<n>; prints mean +- std."""
+  from pah_jax import metrics  # pylint: disable=g-import-not-at-top
+  from pah_jax import parallel_seeds  # pylint: disable=g-import-not-at-top
+
+  seeds = [config.seed + i for i in range(config.train.parallel_seeds)]
+  results = parallel_seeds.train_seeds(config, seeds, parallel_seeds.seed_workdirs(workdir, seeds))
+  for name, key in (("AA", "average_accuracy"), ("FM", "forgetting")):
+    values = [r[key] for r in results]
+    if all(v is not None for v in values):
+      mean, std = metrics.mean_std(values)
+      print(f"{name} over seeds {seeds}: {mean:.2f} +- {std:.2f}  ({', '.join(f'{v:.2f}' for v in values)})")
+
+
 def main(argv: list[str]) -> None:
   for arg in argv[1:]:
     if arg.startswith("--config=") and not os.path.isfile(arg.split("=", 1)[1].split(":", 1)[0]):
@@ -55,7 +69,10 @@ def main(argv: list[str]) -> None:
     config_check.validate(config)  # before JAX is imported: mistakes answer in a second
     from pah_jax import train  # pylint: disable=g-import-not-at-top
 
-    train.train_and_evaluate(config, _WORKDIR.value)
+    if config.train.parallel_seeds > 1:
+      _train_parallel_seeds(config, _WORKDIR.value)
+    else:
+      train.train_and_evaluate(config, _WORKDIR.value)
   except UserError as e:
     _fail(str(e))
   except Stopped as e:

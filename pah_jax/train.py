@@ -7,7 +7,6 @@ results, plots and TensorBoard scalars.
 """
 
 import dataclasses
-import functools
 import os
 import time
 from typing import Callable
@@ -97,25 +96,29 @@ def use_compiled_loops(loop: str) -> bool:
   return loop == "compiled"
 
 
-def make_train_chunk(step: Callable, batch_size: int, compiled: bool, metric_names) -> Callable:
+def make_train_chunk(step: Callable, batch_size: int, compiled: bool, metric_names, seeds: bool = False) -> Callable:
   """Runs `num_batches` steps of an epoch, starting at batch `first_batch`, on device-resident data.
 
   The epoch's order is a permutation drawn from (task, epoch), so it is the same whenever
   the chunk runs: a resumed run sees exactly the data order of an uninterrupted one.
   Returns the new state and the metrics averaged over the chunk.
+
+  seeds=True: several runs at once (`pah_jax.parallel_seeds`). State, images, labels and
+  num_valid carry a leading seed axis and every per-run function is `jax.vmap`ped over it, so
+  each run draws its own order from its own key, exactly as it would alone.
   """
+  over_seeds = lambda f, *axes: jax.vmap(f, in_axes=axes) if seeds else f
 
   def batch_at(images, labels, perm, b):
     idx = jax.lax.dynamic_slice(perm, (b * batch_size,), (batch_size,))
     return images[idx], labels[idx]
 
-  def permutation(state, size, num_valid, task_id, epoch):
+  def permutation(state, images, num_valid, task_id, epoch):
     key = jax.random.fold_in(jax.random.fold_in(jax.random.fold_in(state.rng, 1), task_id), epoch)
-    return epoch_permutation(key, num_valid, size)
+    return epoch_permutation(key, num_valid, images.shape[0])
 
-  @functools.partial(jax.jit, donate_argnums=(0,))
-  def compiled_chunk(state: TrainState, images, labels, num_valid, task_id, epoch, first_batch, num_batches):
-    perm = permutation(state, images.shape[0], num_valid, task_id, epoch)
+  def chunk(state: TrainState, images, labels, num_valid, task_id, epoch, first_batch, num_batches):
+    perm = permutation(state, images, num_valid, task_id, epoch)
     sums = {name: jnp.zeros((), jnp.float32) for name in metric_names}
 
     def body(i, carry):
@@ -127,19 +130,20 @@ def make_train_chunk(step: Callable, batch_size: int, compiled: bool, metric_nam
     return state, jax.tree_util.tree_map(lambda x: x / jnp.maximum(num_batches, 1), sums)
 
   if compiled:
-    return compiled_chunk
+    return jax.jit(over_seeds(chunk, 0, 0, 0, 0, None, None, None, None), donate_argnums=(0,))
 
-  jit_permutation = jax.jit(permutation, static_argnums=(1,))
+  jit_permutation = jax.jit(over_seeds(permutation, 0, 0, 0, None, None))
 
-  @functools.partial(jax.jit, donate_argnums=(0,))
   def one_step(state: TrainState, images, labels, perm, task_id, b):
     return step(state, *batch_at(images, labels, perm, b), task_id)
 
+  jit_step = jax.jit(over_seeds(one_step, 0, 0, 0, 0, None, None), donate_argnums=(0,))
+
   def python_chunk(state: TrainState, images, labels, num_valid, task_id, epoch, first_batch, num_batches):
-    perm = jit_permutation(state, images.shape[0], num_valid, task_id, epoch)
+    perm = jit_permutation(state, images, num_valid, task_id, epoch)
     sums = None
     for b in range(first_batch, first_batch + num_batches):
-      state, metrics = one_step(state, images, labels, perm, task_id, b)
+      state, metrics = jit_step(state, images, labels, perm, task_id, b)
       sums = metrics if sums is None else jax.tree_util.tree_map(jnp.add, sums, metrics)
     return state, jax.tree_util.tree_map(lambda x: x / num_batches, sums)
 
@@ -209,7 +213,7 @@ def make_evaluate(logits_fn: Callable, bn_batch: bool, mean, std, eval_batch_siz
 # --------------------------------------------------------------------------- the task loop
 
 
-def _pad_to(x: np.ndarray, size: int) -> np.ndarray:
+def pad_to(x: np.ndarray, size: int) -> np.ndarray:
   return np.concatenate([x, np.zeros((size - len(x),) + x.shape[1:], x.dtype)]) if len(x) < size else x
 
 
@@ -234,15 +238,12 @@ class _Run:
   seconds: Callable[[], float]
 
   def save(self, state: TrainState, position: checkpointing.Position, acc: np.ndarray) -> None:
-    k = len(self.tasks.tasks)
-    self.ckpt.save(state, {"position": dataclasses.asdict(position), "accuracy_matrix": reporting.jsonable(acc),
-                           "seconds": self.seconds(), "num_tasks": k, "config": reporting.jsonable(self.config),
-                           "class_order": list(self.tasks.class_order)})
+    save_checkpoint(self.ckpt, state, self.config, self.tasks, position, acc, self.seconds())
 
   def task_arrays(self, task_id: int):
     """Task `task_id`'s training set on the device(s), padded to the common size."""
     x, y = self.train_sets[task_id]
-    return sharding.replicate((_pad_to(x, self.padded_size), _pad_to(y, self.padded_size)), self.mesh)
+    return sharding.replicate((pad_to(x, self.padded_size), pad_to(y, self.padded_size)), self.mesh)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -313,9 +314,7 @@ def _train(config, ckpt: checkpointing.Checkpointer, stop: "checkpointing.StopRe
       begin_task=jax.jit(method.begin_task or identity),
       end_task=jax.jit(method.end_task) if method.end_task else None,
       train_chunk=make_train_chunk(step, config.train.batch_size, compiled, method.metric_names),
-      evaluate=make_evaluate(method.logits, evaluation_batch_stats(config), tasks_seq.mean, tasks_seq.std,
-                             config.train.eval_batch_size, config.train.batch_size, compiled, mesh,
-                             batch_mean=config.train.eval_accuracy == "batch_mean"),
+      evaluate=make_task_evaluate(config, method, tasks_seq, compiled, mesh),
       mesh=mesh,
       ckpt=ckpt, writer=reporting.MetricWriter(ckpt.tensorboard_dir), progress=reporting.Progress(k_tasks),
       stop=stop, seconds=lambda: seconds_before + time.time() - started)
@@ -324,13 +323,8 @@ def _train(config, ckpt: checkpointing.Checkpointer, stop: "checkpointing.StopRe
       if not len(train_sets[task_id][1]):  # joint training: nothing to train or score before the last task
         continue
       state = _train_task(run, state, task_id, position, acc)
-      scored = range(k_tasks) if method.joint else range(task_id + 1)
-      acc[task_id, list(scored)] = [
-          run.evaluate(state.params, state.batch_stats, tasks_seq.tasks[j].x_test, tasks_seq.tasks[j].y_test, j,
-                       config.seed) for j in scored]
-      summary = metrics_lib.summarize(acc, upto=task_id)
-      run.writer.scalars(int(state.step), {f"test/task_{j}": acc[task_id, j] for j in range(task_id + 1)}
-                         | {f"test/{k}": v for k, v in summary.items() if np.isfinite(v)})
+      summary = score_task(run.evaluate, state, config, tasks_seq, task_id, acc, method.joint)
+      run.writer.scalars(int(state.step), task_scalars(acc, task_id, summary))
       run.progress.end_task(task_id, acc[task_id, :task_id + 1], summary)
       if method.end_task is not None:  # only then are the task's arrays needed again
         images, labels = run.task_arrays(task_id)
@@ -342,14 +336,50 @@ def _train(config, ckpt: checkpointing.Checkpointer, stop: "checkpointing.StopRe
     run.progress.close()
     run.writer.close()
 
+  return write_results(ckpt, config, tasks_seq, acc, run.seconds())
+
+
+def save_checkpoint(ckpt: checkpointing.Checkpointer, state: TrainState, config, tasks: data_lib.TaskSequence,
+                    position: checkpointing.Position, acc: np.ndarray, seconds: float) -> None:
+  """The state and where the run stands (resume point, accuracy matrix, wall time, config)."""
+  ckpt.save(state, {"position": dataclasses.asdict(position), "accuracy_matrix": reporting.jsonable(acc),
+                    "seconds": seconds, "num_tasks": len(tasks.tasks), "config": reporting.jsonable(config),
+                    "class_order": list(tasks.class_order)})
+
+
+def score_task(evaluate: Callable, state: TrainState, config, tasks: data_lib.TaskSequence, task_id: int,
+               acc: np.ndarray, joint: bool) -> dict:
+  """Fills row `task_id` of the accuracy matrix (every task for joint training, else tasks
+  0..task_id) and returns the summary metrics so far."""
+  scored = range(len(tasks.tasks)) if joint else range(task_id + 1)
+  acc[task_id, list(scored)] = [evaluate(state.params, state.batch_stats, tasks.tasks[j].x_test,
+                                         tasks.tasks[j].y_test, j, config.seed) for j in scored]
+  return metrics_lib.summarize(acc, upto=task_id)
+
+
+def task_scalars(acc: np.ndarray, task_id: int, summary: dict) -> dict:
+  return ({f"test/task_{j}": acc[task_id, j] for j in range(task_id + 1)}
+          | {f"test/{k}": v for k, v in summary.items() if np.isfinite(v)})
+
+
+def write_results(ckpt: checkpointing.Checkpointer, config, tasks: data_lib.TaskSequence, acc: np.ndarray,
+                  seconds: float) -> dict:
+  """results.json and the plots of a finished run; prints the final table."""
   summary = metrics_lib.summarize(acc)
-  extra = {"class_order": list(tasks_seq.class_order), "num_tasks": k_tasks,
-           "classes_per_task": tasks_seq.num_classes_per_task, "method": config.method}
-  reporting.write_results_json(ckpt.results_path, acc, summary, config, run.seconds(), extra=extra)
+  extra = {"class_order": list(tasks.class_order), "num_tasks": len(tasks.tasks),
+           "classes_per_task": tasks.num_classes_per_task, "method": config.method}
+  reporting.write_results_json(ckpt.results_path, acc, summary, config, seconds, extra=extra)
   reporting.plot_accuracy_matrix(ckpt.path("accuracy_matrix.png"), acc)
   reporting.plot_task_curves(ckpt.path("task_accuracy.png"), acc)
   print(reporting.format_table(acc, summary))
   return reporting.read_results(ckpt.results_path)
+
+
+def make_task_evaluate(config, method: methods.Method, tasks: data_lib.TaskSequence, compiled: bool, mesh=None):
+  """`make_evaluate` as the config asks for it (BatchNorm mode, batch sizes, accuracy protocol)."""
+  return make_evaluate(method.logits, evaluation_batch_stats(config), tasks.mean, tasks.std,
+                       config.train.eval_batch_size, config.train.batch_size, compiled, mesh,
+                       batch_mean=config.train.eval_accuracy == "batch_mean")
 
 
 def evaluation_batch_stats(config: ml_collections.ConfigDict) -> bool:
@@ -387,7 +417,7 @@ def _train_task(run: _Run, state: TrainState, task_id: int, position: checkpoint
       chunk_metrics = jax.device_get(chunk_metrics)
       batch, step = batch + n, step + n
       rate = n * cfg.batch_size / max(time.time() - t0, 1e-9)
-      _check_finite(chunk_metrics, task_id, epoch, batch)
+      check_finite(chunk_metrics, task_id, epoch, batch)
       run.writer.scalars(step, {f"train/{k}": float(v) for k, v in chunk_metrics.items()}
                          | {"train/images_per_second": rate, "train/task": task_id})
       run.progress.advance(n, epoch, chunk_metrics)
@@ -400,7 +430,7 @@ def _train_task(run: _Run, state: TrainState, task_id: int, position: checkpoint
   return state
 
 
-def _check_finite(metrics: dict, task: int, epoch: int, batch: int) -> None:
+def check_finite(metrics: dict, task: int, epoch: int, batch: int) -> None:
   bad = sorted(k for k, v in metrics.items() if not np.all(np.isfinite(v)))
   if bad:
     raise errors.UserError(

@@ -94,6 +94,32 @@ def _moved(a, b):
 
 def test_registry_matches_config_check():
   assert tuple(methods.BUILDERS) == config_check.METHODS
+  assert set(config_check._READS) == set(config_check.METHODS)  # pylint: disable=protected-access
+
+
+def test_resume_ignores_only_keys_the_method_never_reads():
+  from pah_jax import reporting  # pylint: disable=g-import-not-at-top
+
+  def saved(method, **changes):
+    c = default.get_config()
+    c.method = method
+    for key, value in changes.items():
+      section, name = key.split("__")
+      c[section][name] = value
+    return reporting.jsonable(c)
+
+  for method in ("finetune", "ewc"):  # the hypernetwork's keys never reach a stored-head baseline
+    c = default.get_config()
+    c.method = method
+    config_check.check_same_config(saved(method, optim__lr_hypernet=0.5, pah__lambda_sm=0.9, si__strength=3.0), c)
+    with pytest.raises(config_check.UserError, match="lr_heads"):
+      config_check.check_same_config(saved(method, optim__lr_heads=0.5), c)
+  c = default.get_config()  # PAH reads them
+  with pytest.raises(config_check.UserError, match="lr_hypernet"):
+    config_check.check_same_config(saved("pah", optim__lr_hypernet=0.5), c)
+  config_check.check_same_config(saved("pah", ewc__strength=1.0, optim__lr_heads=0.5), c)
+  with pytest.raises(config_check.UserError, match="method"):
+    config_check.check_same_config(saved("ewc"), c)
 
 
 # --------------------------------------------------------------------------- stored heads

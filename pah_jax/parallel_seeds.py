@@ -1,0 +1,191 @@
+"""Several seeds of one config trained as one compiled program (`train.parallel_seeds`).
+
+The seeds' TrainStates are stacked on a leading seed axis and the loop's step is `jax.vmap`ped
+over it (`train.make_train_chunk(seeds=True)`): one program per step updates every seed. Each
+seed keeps what makes it that seed in a separate run: its draw of the data (class order,
+subsample), its initialisation and initial prototypes, its data order and augmentation keys.
+What runs per seed, on slices of the stack, is the rare work that closes over per-seed data:
+`begin_task`/`end_task` and test-set evaluation.
+
+Every seed writes the workdir its separate run would (`<workdir>/seed_<n>`: checkpoints at
+each task end, results.json, plots, TensorBoard), so the results are read, compared and
+re-reported like separate runs, and a seed's directory can be resumed alone. `seconds` in
+each results.json is the wall time of the whole parallel program.
+
+The price is memory (S states and S copies of a task's training arrays) and batched
+convolutions: on an accelerator S seeds cost far less than S runs; on a CPU, which is
+compute-bound already, they cost about the same (experiments/results/parallel_seeds.json).
+Batched convolutions accumulate in another order than single ones, so a seed's accuracy
+matrix agrees with its separate run up to the chaotic growth of float rounding over training
+(tests/parallel_seeds_test.py states the tolerance).
+"""
+
+import contextlib
+import copy
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from pah_jax import checkpointing
+from pah_jax import config_check
+from pah_jax import data as data_lib
+from pah_jax import errors
+from pah_jax import metrics as metrics_lib
+from pah_jax import reporting
+from pah_jax import train as train_lib
+
+
+def seed_workdirs(workdir: str, seeds) -> list[str]:
+  return [os.path.join(workdir, f"seed_{s}") for s in seeds]
+
+
+def stack(trees):
+  return jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *trees)
+
+
+def unstack(tree, n: int) -> list:
+  return [jax.tree_util.tree_map(lambda x, i=i: x[i], tree) for i in range(n)]
+
+
+def train_seeds(config: ml_collections.ConfigDict, seeds, workdirs) -> list[dict]:
+  """Trains (or resumes, or re-reads) `config` for every seed in one program; returns each
+  seed's results dict, in order. `workdirs[i]` is seed `seeds[i]`'s workdir."""
+  seeds, workdirs = [int(s) for s in seeds], list(workdirs)
+  if len(set(seeds)) != len(seeds) or len(seeds) != len(workdirs):
+    raise errors.UserError(f"parallel seeds need distinct seeds, one workdir each (got seeds {seeds})")
+  configs = []
+  for s in seeds:
+    c = copy.deepcopy(config)
+    c.seed = s
+    config_check.validate(c)
+    configs.append(c)
+  with contextlib.ExitStack() as stack_:
+    ckpts = [stack_.enter_context(checkpointing.Checkpointer(w, keep=config.train.keep_checkpoints))
+             for w in workdirs]
+    for ckpt in ckpts:
+      stack_.enter_context(ckpt.locked())
+    stop = stack_.enter_context(checkpointing.StopRequests())
+    metas = [ckpt.latest_meta() for ckpt in ckpts]
+    for meta, c in zip(metas, configs):
+      if meta is not None:
+        config_check.check_same_config(meta["config"], c)
+    if all(m is not None and m["position"]["task"] == m["num_tasks"] and os.path.exists(ck.results_path)
+           for m, ck in zip(metas, ckpts)):
+      return [reporting.read_results(ck.results_path) for ck in ckpts]
+    starts = {None if m is None else tuple(m["position"].values()) for m in metas}
+    if len(starts) > 1 or any(m is not None and m["position"]["epoch"] + m["position"]["batch"] for m in metas):
+      raise errors.UserError(f"the workdirs of seeds {seeds} stand at different points or inside a task: "
+                             "resume them as separate runs, or use new workdirs")
+    return _train(configs, ckpts, metas, stop)
+
+
+def _check_same_shapes(seeds, tasks, train_sets) -> None:
+  """vmap needs every seed's arrays in one shape; only the draw of examples may differ."""
+  for name, get in (("training", lambda i, t: train_sets[i][t][1].shape),
+                    ("test", lambda i, t: tasks[i].tasks[t].y_test.shape)):
+    for t in range(len(tasks[0].tasks)):
+      shapes = {get(i, t) for i in range(len(seeds))}
+      if len(shapes) > 1:
+        raise errors.UserError(f"seeds {seeds} give task {t} {name} sets of different sizes {sorted(shapes)}: "
+                               "run them separately (train.parallel_seeds=1)")
+  if len({(t.mean, t.std, t.image_shape) for t in tasks}) > 1:
+    raise errors.UserError(f"seeds {seeds} normalise their data differently: run them separately")
+
+
+def _train(configs, ckpts, metas, stop) -> list[dict]:
+  config, n = configs[0], len(configs)
+  seeds = [c.seed for c in configs]
+  tasks = [data_lib.load_tasks(c.data, c.seed) for c in configs]
+  for c, t in zip(configs, tasks):
+    config_check.check_against_data(c, t)
+  methods_ = [train_lib.build_method(c, t) for c, t in zip(configs, tasks)]
+  train_sets = [train_lib.training_sets(m, t) for m, t in zip(methods_, tasks)]
+  _check_same_shapes(seeds, tasks, train_sets)
+  method, k_tasks, cfg = methods_[0], len(tasks[0].tasks), config.train
+
+  states = [train_lib.create_state(m, c) for m, c in zip(methods_, configs)]
+  acc = np.full((n, k_tasks, k_tasks), np.nan)
+  first_task, seconds_before = 0, 0.0
+  if metas[0] is not None:
+    restored = [ckpt.restore(s) for ckpt, s in zip(ckpts, states)]
+    states = [s for s, _ in restored]
+    acc = np.stack([np.asarray(meta["accuracy_matrix"], float) for _, meta in restored])
+    first_task, seconds_before = restored[0][1]["position"]["task"], max(m["seconds"] for _, m in restored)
+  state = stack(states)
+  del states
+
+  started = time.time()
+  seconds = lambda: seconds_before + time.time() - started
+  compiled = train_lib.use_compiled_loops(cfg.loop)
+  step = train_lib.make_train_step(method, augment=cfg.augment, mean=tasks[0].mean, std=tasks[0].std)
+  chunk = train_lib.make_train_chunk(step, cfg.batch_size, compiled, method.metric_names, seeds=True)
+  # The step and the logits close over nothing seed-specific; begin_task (initial prototypes)
+  # and end_task (the task's own data) may, so they run per seed.
+  evaluate = train_lib.make_task_evaluate(config, method, tasks[0], compiled)
+  identity = lambda state, *unused: state
+  begin = [jax.jit(m.begin_task or identity) for m in methods_]
+  end = [jax.jit(m.end_task) if m.end_task else None for m in methods_]
+  writers = [reporting.MetricWriter(ck.tensorboard_dir) for ck in ckpts]
+  progress = reporting.Progress(k_tasks)
+  try:
+    for task_id in range(first_task, k_tasks):
+      n_train = len(train_sets[0][task_id][1])
+      if not n_train:  # joint training: nothing before the last task
+        continue
+      per_seed = unstack(state, n)
+      per_seed = [begin[i](s, task_id) for i, s in enumerate(per_seed)]
+      size = max(len(y) for _, y in train_sets[0])
+      images = jnp.asarray(np.stack([train_lib.pad_to(ts[task_id][0], size) for ts in train_sets]))
+      labels = jnp.asarray(np.stack([train_lib.pad_to(ts[task_id][1], size) for ts in train_sets]))
+      state = stack(per_seed)
+      del per_seed
+      state = _train_task(chunk, state, images, labels, n_train, task_id, cfg, writers, progress)
+
+      per_seed = unstack(state, n)
+      summaries = [train_lib.score_task(evaluate, s, c, t, task_id, acc[i], method.joint)
+                   for i, (s, c, t) in enumerate(zip(per_seed, configs, tasks))]
+      for i, w in enumerate(writers):
+        w.scalars(int(per_seed[i].step), train_lib.task_scalars(acc[i], task_id, summaries[i]))
+      # Every seed has the same entries filled: the plain mean over seeds keeps NaN where all are.
+      progress.end_task(task_id, acc[:, task_id, :task_id + 1].mean(0),
+                        metrics_lib.summarize(acc.mean(0), upto=task_id))
+      if end[0] is not None:
+        per_seed = [end[i](s, images[i], labels[i], n_train, task_id) for i, s in enumerate(per_seed)]
+      position = checkpointing.Position(task=task_id + 1, epoch=0, batch=0)
+      for i, s in enumerate(per_seed):
+        train_lib.save_checkpoint(ckpts[i], s, configs[i], tasks[i], position, acc[i], seconds())
+      state = stack(per_seed)
+      del per_seed
+      stop.raise_if_requested(position)
+  finally:
+    progress.close()
+    for w in writers:
+      w.close()
+  return [train_lib.write_results(ckpts[i], configs[i], tasks[i], acc[i], seconds()) for i in range(n)]
+
+
+def _train_task(chunk, state, images, labels, n_train, task_id, cfg, writers, progress):
+  """All epochs of task `task_id` for every seed at once (task-end checkpoints only)."""
+  steps_per_epoch = n_train // cfg.batch_size
+  num_valid = jnp.full((images.shape[0],), n_train, jnp.int32)
+  progress.start_task(task_id, cfg.epochs * steps_per_epoch)
+  step = int(state.step[0])
+  for epoch in range(cfg.epochs):
+    batch = 0
+    while batch < steps_per_epoch:
+      n = min(cfg.log_every_steps, steps_per_epoch - batch)
+      t0 = time.time()
+      state, chunk_metrics = chunk(state, images, labels, num_valid, task_id, epoch, batch, n)
+      chunk_metrics = jax.device_get(chunk_metrics)
+      batch, step = batch + n, step + n
+      train_lib.check_finite(chunk_metrics, task_id, epoch, batch)
+      rate = n * cfg.batch_size * images.shape[0] / max(time.time() - t0, 1e-9)
+      for i, w in enumerate(writers):
+        w.scalars(step, {f"train/{k}": float(v[i]) for k, v in chunk_metrics.items()}
+                  | {"train/images_per_second_all_seeds": rate, "train/task": task_id})
+      progress.advance(n, epoch, {k: float(np.mean(v)) for k, v in chunk_metrics.items()})
+  return state

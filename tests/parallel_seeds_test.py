@@ -1,0 +1,93 @@
+"""Seeds in parallel: one vmapped program gives each seed the run it would have had alone."""
+
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from pah_jax import errors
+from pah_jax import parallel_seeds
+from pah_jax import train
+from tests.conftest import tiny_config
+
+SEEDS = (0, 1)
+
+
+def _results(workdir):
+  with open(os.path.join(workdir, "results.json")) as f:
+    return json.load(f)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+  """PAH on the tiny npz sequence (random class order, so the seeds also differ in their data):
+  every seed separately, then all of them in one parallel program."""
+  root = tmp_path_factory.mktemp("parallel")
+  from tests.conftest import make_npz  # pylint: disable=g-import-not-at-top
+  config = tiny_config(make_npz(root / "tiny.npz"))
+  config.data.class_order = "random"
+  config.train.augment = True  # per-seed augmentation keys must follow each seed too
+  separate = {}
+  for s in SEEDS:
+    c = config.copy_and_resolve_references()
+    c.seed = s
+    train.train_and_evaluate(c, str(root / f"separate_{s}"))
+    separate[s] = _results(root / f"separate_{s}")
+  workdirs = parallel_seeds.seed_workdirs(str(root / "parallel"), SEEDS)
+  parallel = parallel_seeds.train_seeds(config, SEEDS, workdirs)
+  return config, root, separate, parallel, workdirs
+
+
+def test_each_seed_gets_its_separate_runs_accuracy_matrix(runs):
+  """Tolerance: 1e-6 points. Batched and single convolutions may round differently, but over
+  the few steps of this run that never flips a test prediction (measured at full scale in
+  experiments/results/parallel_seeds.json)."""
+  _, _, separate, parallel, _ = runs
+  for s, got in zip(SEEDS, parallel):
+    want = separate[s]
+    assert got["config"]["seed"] == s
+    assert got["class_order"] == want["class_order"]
+    np.testing.assert_allclose(np.asarray(got["accuracy_matrix"], float),
+                               np.asarray(want["accuracy_matrix"], float), atol=1e-6, equal_nan=True)
+  # The seeds really are different runs (data order, classes, initialisation).
+  assert len({json.dumps(r["accuracy_matrix"]) + str(r["class_order"]) for r in parallel}) == len(SEEDS)
+
+
+def test_each_seed_ends_with_its_separate_runs_parameters(runs):
+  """The checkpoints of the parallel program hold, per seed, the parameters its separate run
+  ended with, up to float rounding: every array within 1% in relative L2 norm (batched
+  convolutions round differently, and Adam turns tiny gradient differences into full-size
+  steps on near-zero gradients)."""
+  config, root, _, _, workdirs = runs
+  from pah_jax import checkpointing  # pylint: disable=g-import-not-at-top
+  from pah_jax import data as data_lib  # pylint: disable=g-import-not-at-top
+
+  for s, workdir in zip(SEEDS, workdirs):
+    c = config.copy_and_resolve_references()
+    c.seed = s
+    template = train.create_state(train.build_method(c, data_lib.load_tasks(c.data, s)), c)
+    with checkpointing.Checkpointer(workdir) as a, checkpointing.Checkpointer(str(root / f"separate_{s}")) as b:
+      (got, _), (want, _) = a.restore(template), b.restore(template)
+    assert int(got.step) == int(want.step)
+    for g, w in zip(jax.tree_util.tree_leaves(got.params), jax.tree_util.tree_leaves(want.params)):
+      assert np.linalg.norm(g - w) <= 1e-2 * np.linalg.norm(w) + 1e-6, (np.linalg.norm(g - w), np.linalg.norm(w))
+
+
+def test_a_finished_parallel_run_is_reread_and_a_seed_resumes_alone(runs):
+  config, _, _, parallel, workdirs = runs
+  again = parallel_seeds.train_seeds(config, SEEDS, workdirs)
+  assert [r["accuracy_matrix"] for r in again] == [r["accuracy_matrix"] for r in parallel]
+  c = config.copy_and_resolve_references()
+  c.seed = SEEDS[1]
+  alone = train.train_and_evaluate(c, workdirs[1])  # the usual single-run workdir: re-reported
+  assert alone["accuracy_matrix"] == parallel[1]["accuracy_matrix"]
+
+
+def test_seed_workdirs_at_different_points_are_refused(runs, tmp_path):
+  config, root, _, _, _ = runs
+  with pytest.raises(errors.UserError, match="different points"):
+    parallel_seeds.train_seeds(config, (0, 5), [str(root / "separate_0"), str(tmp_path / "seed_5")])
+  with pytest.raises(errors.UserError, match="distinct seeds"):
+    parallel_seeds.train_seeds(config, (0, 0), [str(tmp_path / "a"), str(tmp_path / "b")])
