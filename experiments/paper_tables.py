@@ -167,10 +167,11 @@ class Row:
     return config
 
 
-def execute(rows: list[Row], write) -> None:
+def execute(rows: list[Row], write, parallel: bool = False) -> None:
   """Trains every (row, seed) in order; `write()` after each run rewrites the tables.
 
   Rows that share a directory (the base config in several ablation groups) share runs.
+  parallel: a row's unfinished seeds train together as one program (pah_jax.parallel_seeds).
   """
   from pah_jax import train  # pylint: disable=g-import-not-at-top  (JAX only when training)
 
@@ -183,6 +184,9 @@ def execute(rows: list[Row], write) -> None:
   todo = list(dict.fromkeys((row.directory, s) for row in rows if row.run for s in row.seeds))
   done: dict[tuple[str, int], dict] = {}
   by_key = {(row.directory, s): row for row in rows if row.run for s in row.seeds}
+  if parallel:
+    _execute_parallel(rows, todo, by_key, done, write)
+    return
   for i, key in enumerate(todo, start=1):
     row, seed = by_key[key], key[1]
     workdir = row.workdir(seed)
@@ -193,9 +197,38 @@ def execute(rows: list[Row], write) -> None:
       done[key] = train.train_and_evaluate(row.seed_config(seed), workdir)
     except UserError as e:
       raise UserError(f"{workdir}: {e}") from None
-    for other in rows:
-      if other.run and (other.directory, seed) == key:
-        other.results[seed] = done[key]
+    _record(rows, key, done[key])
+    write()
+
+
+def _record(rows: list[Row], key, results: dict) -> None:
+  for other in rows:
+    if other.run and (other.directory, key[1]) == key:
+      other.results[key[1]] = results
+
+
+def _execute_parallel(rows, todo, by_key, done, write) -> None:
+  """`execute` with each directory's unfinished seeds trained in one vmapped program."""
+  from pah_jax import parallel_seeds  # pylint: disable=g-import-not-at-top
+  from pah_jax import train  # pylint: disable=g-import-not-at-top
+
+  directories = list(dict.fromkeys(d for d, _ in todo))
+  for i, directory in enumerate(directories, start=1):
+    row = by_key[next(k for k in todo if k[0] == directory)]
+    seeds = [s for d, s in todo if d == directory]
+    finished = [s for s in seeds if os.path.exists(os.path.join(row.workdir(s), "results.json"))]
+    rest = [s for s in seeds if s not in finished]
+    print(f"[{i}/{len(directories)}] {row.info['label']} seeds {seeds} in parallel: {directory}"
+          + (f" (finished: {finished}, re-reading)" if finished else ""), flush=True)
+    try:
+      results = {s: train.train_and_evaluate(row.seed_config(s), row.workdir(s)) for s in finished}
+      if rest:
+        results.update(zip(rest, parallel_seeds.train_seeds(row.config, rest, [row.workdir(s) for s in rest])))
+    except UserError as e:
+      raise UserError(f"{directory}: {e}") from None
+    for s, r in results.items():
+      done[(directory, s)] = r
+      _record(rows, (directory, s), r)
     write()
 
 
@@ -363,7 +396,7 @@ def table1(args, argv) -> None:
             "paper": {"pah": paper_values.PAH, "baselines": paper_values.BASELINES}}
     _write(args.workdir, "table1", table1_markdown(rows, command, args.seeds, applied), data)
 
-  execute(rows, write)
+  execute(rows, write, parallel=args.parallel_seeds)
   print(f"wrote {os.path.join(args.workdir, 'table1.md')} and table1.json", flush=True)
 
 
@@ -445,7 +478,7 @@ def ablation(args, argv) -> None:
             "overrides": reporting.jsonable(applied), "rows": [row_json(row) for row in rows]}
     _write(args.workdir, "ablation", ablation_markdown(rows, title, command, args.seeds, applied), data)
 
-  execute(rows, write)
+  execute(rows, write, parallel=args.parallel_seeds)
   print(f"wrote {os.path.join(args.workdir, 'ablation.md')} and ablation.json", flush=True)
 
 
@@ -492,6 +525,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="config changes for every run, e.g. train.epochs=1 data.path=/data")
     p.add_argument("--compile-cache", default=None,
                    help="JAX persistent compilation cache (default: <workdir>/jax_cache; none: off)")
+    p.add_argument("--parallel-seeds", action="store_true",
+                   help="train each row's seeds together as one vmapped program (same results per seed)")
     if name == "ablation":
       p.add_argument("--only", nargs="+", action="extend", default=[], metavar="GROUP=V1,V2",
                      help="run only these settings, e.g. prototype_size=5,10 lambda_sp=0,1 "

@@ -86,8 +86,12 @@ def test_table1_and_ablation_on_mock_cifar100(tmp_path, cifar_data, capsys):
   assert "data.num_tasks=2" in md
 
   capsys.readouterr()
-  assert paper_tables.main(["ablation", "--seeds", "0", "--only", "prototype_init=semantic,random", *common]) == 0
-  assert "(finished: re-reading)" in capsys.readouterr().out  # the base run is Table 1's
+  # --parallel-seeds: the vmapped program (pah_jax.parallel_seeds) behind the same tables.
+  assert paper_tables.main(["ablation", "--seeds", "0", "--only", "prototype_init=semantic,random",
+                            "--parallel-seeds", *common]) == 0
+  out = capsys.readouterr().out
+  assert "(finished: [0], re-reading)" in out  # the base run is Table 1's
+  assert "prototype_init random seeds [0] in parallel" in out
   md, data = _read(workdir, "ablation")
   rows = {r["label"]: r for r in data["rows"]}
   base, random_init = rows["prototype_init semantic"], rows["prototype_init random"]

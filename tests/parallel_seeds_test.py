@@ -7,6 +7,7 @@ import jax
 import numpy as np
 import pytest
 
+from experiments import paper_tables
 from pah_jax import errors
 from pah_jax import parallel_seeds
 from pah_jax import train
@@ -30,13 +31,14 @@ def runs(tmp_path_factory):
   config.data.class_order = "random"
   config.train.augment = True  # per-seed augmentation keys must follow each seed too
   separate = {}
-  for s in SEEDS:
-    c = config.copy_and_resolve_references()
-    c.seed = s
-    train.train_and_evaluate(c, str(root / f"separate_{s}"))
-    separate[s] = _results(root / f"separate_{s}")
-  workdirs = parallel_seeds.seed_workdirs(str(root / "parallel"), SEEDS)
-  parallel = parallel_seeds.train_seeds(config, SEEDS, workdirs)
+  with paper_tables.compile_cache(str(root / "jax_cache")):  # the second separate run compiles nothing
+    for s in SEEDS:
+      c = config.copy_and_resolve_references()
+      c.seed = s
+      train.train_and_evaluate(c, str(root / f"separate_{s}"))
+      separate[s] = _results(root / f"separate_{s}")
+    workdirs = parallel_seeds.seed_workdirs(str(root / "parallel"), SEEDS)
+    parallel = parallel_seeds.train_seeds(config, SEEDS, workdirs)
   return config, root, separate, parallel, workdirs
 
 
@@ -91,3 +93,15 @@ def test_seed_workdirs_at_different_points_are_refused(runs, tmp_path):
     parallel_seeds.train_seeds(config, (0, 5), [str(root / "separate_0"), str(tmp_path / "seed_5")])
   with pytest.raises(errors.UserError, match="distinct seeds"):
     parallel_seeds.train_seeds(config, (0, 0), [str(tmp_path / "a"), str(tmp_path / "b")])
+
+
+def test_the_comparison_script_reports_differences_and_times(runs):
+  from experiments import parallel_seeds as script  # pylint: disable=g-import-not-at-top
+
+  _, _, separate, parallel, _ = runs
+  result = script.compare([separate[s] for s in SEEDS], parallel, SEEDS)
+  assert result["max_abs_difference"] <= 1e-6
+  assert result["separate_seconds"] == pytest.approx(sum(separate[s]["seconds"] for s in SEEDS))
+  assert result["speedup"] == pytest.approx(result["separate_seconds"] / parallel[0]["seconds"])
+  md = script.markdown(result, "cmd", "cpu")
+  assert md.count("\n| ") == 1 + len(SEEDS) and "speed-up" in md
