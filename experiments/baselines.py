@@ -104,8 +104,9 @@ def table_markdown(rows: list, command: str, seeds, applied, label: str, wall: f
       f"# Baselines on {label}", "", f"Command: `{command}`  ",
       f"Seeds: {', '.join(map(str, seeds))}; overrides: {shown}  ",
       "AA (average accuracy) and FM (forgetting, Chaudhry et al. 2018) in %, mean ± sample std over "
-      "seeds; joint training has no sequence, so no forgetting. Wall time = training and evaluation "
-      f"per run (data loading and compilation excluded). Table runs: {pt.fmt_seconds(runs_total)} in all; "
+      "seeds; joint training has no sequence, so no forgetting. Wall time = each run's training and "
+      "evaluation, compiling its programs included (the runs share JAX's persistent compilation cache; "
+      f"data loading and initialisation excluded). Table runs: {pt.fmt_seconds(runs_total)} in all; "
       f"this invocation's wall time {pt.fmt_seconds(wall)}.", "",
       pt.markdown_table(header, lines)])
 
