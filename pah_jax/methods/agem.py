@@ -44,12 +44,12 @@ def build(setup: base.Setup) -> base.Method:
     memory = state.extra["memory"]
     idx = base.sample_rows(base.step_key(state, MEMORY_STREAM), cfg.memory_batch, memory["count"])
 
-    def projected(grads):
-      reference = jax.grad(memory_loss)(state.params, state, memory["images"][idx], memory["labels"][idx])
-      return project(grads, reference)
-
-    # No memory before the first task ends: skip the reference pass (lax.cond runs one branch).
-    return jax.lax.cond(memory["count"] > 0, projected, lambda g: g, grads)
+    reference = jax.grad(memory_loss)(state.params, state, memory["images"][idx], memory["labels"][idx])
+    # No memory before the first task ends: the reference pass then sees empty slots and is
+    # ignored. Computed anyway rather than under lax.cond, whose branches XLA's CPU backend
+    # runs ~20x slower when they hold convolutions (8.4 s versus 0.4 s per step, 2 cores).
+    reference = jax.tree_util.tree_map(lambda r: jnp.where(memory["count"] > 0, r, 0.0), reference)
+    return project(grads, reference)
 
   def end_task(state, images_u8, labels, num_valid, task_id):
     key = jax.random.fold_in(jax.random.fold_in(state.rng, FILL_STREAM), task_id)
