@@ -5,7 +5,9 @@ over it (`train.make_train_chunk(seeds=True)`): one program per step updates eve
 seed keeps what makes it that seed in a separate run: its draw of the data (class order,
 subsample), its initialisation and initial prototypes, its data order and augmentation keys.
 What runs per seed, on slices of the stack, is the rare work that closes over per-seed data:
-`begin_task`/`end_task` and test-set evaluation.
+`begin_task`/`end_task` and test-set evaluation. The program runs on one device (the seed
+axis is not combined with the data mesh of multi-device training) and checkpoints at task ends
+only; a stop request (SIGINT/SIGTERM) is honoured when the current task ends.
 
 Every seed writes the workdir its separate run would (`<workdir>/seed_<n>`: checkpoints at
 each task end, results.json, plots, TensorBoard), so the results are read, compared and
