@@ -9,6 +9,7 @@ import pytest
 
 from experiments import paper_tables
 from pah_jax import errors
+from pah_jax import main
 from pah_jax import parallel_seeds
 from pah_jax import train
 from tests.conftest import tiny_config
@@ -37,8 +38,12 @@ def runs(tmp_path_factory):
       c.seed = s
       train.train_and_evaluate(c, str(root / f"separate_{s}"))
       separate[s] = _results(root / f"separate_{s}")
-    workdirs = parallel_seeds.seed_workdirs(str(root / "parallel"), SEEDS)
-    parallel = parallel_seeds.train_seeds(config, SEEDS, workdirs)
+    # As the command line runs it: --config.train.parallel_seeds=2 from seed 0.
+    parallel_config = config.copy_and_resolve_references()
+    parallel_config.train.parallel_seeds = len(SEEDS)
+    main._train_parallel_seeds(parallel_config, str(root / "parallel"))  # pylint: disable=protected-access
+  workdirs = parallel_seeds.seed_workdirs(str(root / "parallel"), SEEDS)
+  parallel = [_results(w) for w in workdirs]
   return config, root, separate, parallel, workdirs
 
 
