@@ -182,10 +182,9 @@ def execute(rows: list[Row], write, parallel: bool = False) -> None:
       collect_finished(row)
   write()
   todo = list(dict.fromkeys((row.directory, s) for row in rows if row.run for s in row.seeds))
-  done: dict[tuple[str, int], dict] = {}
   by_key = {(row.directory, s): row for row in rows if row.run for s in row.seeds}
   if parallel:
-    _execute_parallel(rows, todo, by_key, done, write)
+    _execute_parallel(rows, todo, by_key, write)
     return
   for i, key in enumerate(todo, start=1):
     row, seed = by_key[key], key[1]
@@ -194,10 +193,10 @@ def execute(rows: list[Row], write, parallel: bool = False) -> None:
     print(f"[{i}/{len(todo)}] {row.info['label']} seed {seed}: {workdir}"
           + (" (finished: re-reading)" if finished else ""), flush=True)
     try:
-      done[key] = train.train_and_evaluate(row.seed_config(seed), workdir)
+      results = train.train_and_evaluate(row.seed_config(seed), workdir)
     except UserError as e:
       raise UserError(f"{workdir}: {e}") from None
-    _record(rows, key, done[key])
+    _record(rows, key, results)
     write()
 
 
@@ -207,7 +206,7 @@ def _record(rows: list[Row], key, results: dict) -> None:
       other.results[key[1]] = results
 
 
-def _execute_parallel(rows, todo, by_key, done, write) -> None:
+def _execute_parallel(rows, todo, by_key, write) -> None:
   """`execute` with each directory's unfinished seeds trained in one vmapped program."""
   from pah_jax import parallel_seeds  # pylint: disable=g-import-not-at-top
   from pah_jax import train  # pylint: disable=g-import-not-at-top
@@ -227,7 +226,6 @@ def _execute_parallel(rows, todo, by_key, done, write) -> None:
     except UserError as e:
       raise UserError(f"{directory}: {e}") from None
     for s, r in results.items():
-      done[(directory, s)] = r
       _record(rows, (directory, s), r)
     write()
 

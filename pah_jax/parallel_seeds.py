@@ -112,6 +112,7 @@ def _train(configs, ckpts, metas, stop) -> list[dict]:
   train_sets = [train_lib.training_sets(m, t) for m, t in zip(methods_, tasks)]
   _check_same_shapes(seeds, tasks, train_sets)
   method, k_tasks, cfg = methods_[0], len(tasks[0].tasks), config.train
+  size = max(len(y) for _, y in train_sets[0])  # every task padded to this: shapes never change
 
   states = [train_lib.create_state(m, c) for m, c in zip(methods_, configs)]
   acc = np.full((n, k_tasks, k_tasks), np.nan)
@@ -144,7 +145,6 @@ def _train(configs, ckpts, metas, stop) -> list[dict]:
         continue
       per_seed = unstack(state, n)
       per_seed = [begin[i](s, task_id) for i, s in enumerate(per_seed)]
-      size = max(len(y) for _, y in train_sets[0])
       images = jnp.asarray(np.stack([train_lib.pad_to(ts[task_id][0], size) for ts in train_sets]))
       labels = jnp.asarray(np.stack([train_lib.pad_to(ts[task_id][1], size) for ts in train_sets]))
       state = stack(per_seed)

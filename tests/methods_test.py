@@ -44,11 +44,16 @@ def _config(method):
   return c
 
 
-def _method(name, **overrides):
-  config = _config(name)
+def _override(config, **overrides):
+  """section__key=value pairs set on `config` (returned)."""
   for key, value in overrides.items():
     section, field = key.split("__")
     config[section][field] = value
+  return config
+
+
+def _method(name, **overrides):
+  config = _override(_config(name), **overrides)
   setup = methods.Setup(config=config, nets=pah.build_networks(config, K, C), num_tasks=K, num_classes=C,
                         image_shape=IMAGE_SHAPE, mean=MEAN, std=STD)
   return methods.build(setup), config
@@ -103,10 +108,7 @@ def test_resume_ignores_only_keys_the_method_never_reads():
   def saved(method, **changes):
     c = default.get_config()
     c.method = method
-    for key, value in changes.items():
-      section, name = key.split("__")
-      c[section][name] = value
-    return reporting.jsonable(c)
+    return reporting.jsonable(_override(c, **changes))
 
   for method in ("finetune", "ewc"):  # the hypernetwork's keys never reach a stored-head baseline
     c = default.get_config()
