@@ -29,21 +29,27 @@ def test_toy_run_writes_rows_ratios_and_machine(tmp_path):
   env = {**os.environ, "XLA_FLAGS": "--xla_backend_optimization_level=0", "JAX_PLATFORMS": "cpu"}
   cmd = [sys.executable, SCRIPT, "--width", "0.0625", "--batch-size", "4", "--num-tasks", "3",
          "--classes-per-task", "2", "--image-size", "12", "--steps", "1", "--warmup", "1", "--repeats", "1",
-         "--skip-torch", "--skip-chunk", "--out", str(out)]
+         "--skip-torch", "--out", str(out)]
   proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
   assert proc.returncode == 0, proc.stderr[-3000:]
   results = json.loads(out.read_text())
   assert {"settings", "machine", "rows", "ratios", "targets", "table"} <= set(results)
   assert {"platform", "cpu_count", "jax_backend", "jax_devices", "torch"} <= set(results["machine"])
-  for name in ("finetune", "pah_step"):
+  for name in ("finetune", "pah_step", "finetune_chunk", "pah_chunk"):
     row = results["rows"][name]
     for key in ("images_per_second", "seconds_per_step", "compile_seconds", "first_call_seconds",
                 "peak_memory_bytes", "peak_memory_source"):
       assert key in row, (name, key)
     assert row["images_per_second"] > 0
   assert results["rows"]["pah_step"]["task_id"] == 2
+  # XLA's FLOP count (HLO lowered for CPU on any backend); PAH does more work than fine-tuning.
+  assert results["ratios"]["pah_step_over_finetune_flops"] > 1.0
   assert results["ratios"]["pah_step_over_finetune_step_time"] > 0
   assert "pah_step: step <= 1.5x finetune" in results["targets"]
+  # The training-path rows compare like with like: PAH's chunk against finetune's chunk.
+  assert results["ratios"]["pah_chunk_over_finetune_chunk_step_time"] > 0
+  assert results["rows"]["finetune_chunk"]["last_metrics"]["loss"] > 0
+  assert "pah_chunk: step <= 1.5x finetune_chunk" in results["targets"]
   assert "pah_step" in proc.stdout
 
 
