@@ -60,6 +60,10 @@ def get_config() -> ml_collections.ConfigDict:
   p.exclude_init_images = False  # official: the chosen image is removed from training
   p.lambda_sm = 0.5  # eq. 6 "stability" weight of L_sm (paper best 0.5)
   p.lambda_sp = 1.0  # eq. 6 weight of L_sp (paper best 1.0)
+  # Beyond the paper: L_hp, cross-entropy of the current task's prototypes under their own
+  # generated head (the official code's weight_hard_loss_prototypes, 0 in its configs);
+  # updates only the prototypes, beside L_sp. 0 = off (paper and official presets).
+  p.lambda_hp = 0.0
   p.temperature = 2.0  # T of eq. 4-5, loss scaled by T^2
   p.kl_direction = "old_new"  # old_new = KL(old || new) (paper) | new_old (official code)
   p.old_task_reduction = "mean"  # mean over j < k (paper) | sum (official code)

@@ -43,6 +43,7 @@ PAPER_SETTING = {
     "pah.prototype_init": "semantic",
     "pah.lambda_sm": 0.5,
     "pah.lambda_sp": 1.0,
+    "pah.lambda_hp": 0.0,
 }
 
 # Ablations on Split-CIFAR100: (group, config key, values). Each run changes one key of the
@@ -52,6 +53,8 @@ ABLATIONS = (
     ("prototype_init", "pah.prototype_init", ("semantic", "random")),
     ("lambda_sm", "pah.lambda_sm", (0.1, 0.25, 0.5, 0.75, 1.0)),
     ("lambda_sp", "pah.lambda_sp", (0.0, 0.5, 1.0)),
+    # Beyond the paper: the prototype classification term L_hp (pah.lambda_hp; 0 = the paper).
+    ("lambda_hp", "pah.lambda_hp", (0.0, 0.5, 1.0)),
 )
 
 _MAIN = PAH["cifar100"]
@@ -79,4 +82,5 @@ ABLATION_NOTES = {
     ("pah.lambda_sm", 0.5): "best lambda_sm",
     ("pah.lambda_sp", 0.0): "clearly worse than lambda_sp=1.0",
     ("pah.lambda_sp", 1.0): "best lambda_sp",
+    ("pah.lambda_hp", 0.0): "no L_hp (official code: weight 0)",
 }

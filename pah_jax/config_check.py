@@ -48,6 +48,7 @@ _RANGES = {
     "pah.random_init_std": (0.0, None, False),
     "pah.lambda_sm": (0.0, None, False),
     "pah.lambda_sp": (0.0, None, False),
+    "pah.lambda_hp": (0.0, None, False),
     "pah.temperature": (0.0, None, True),
     "optim.lr_backbone": (0.0, None, True),
     "optim.lr_hypernet": (0.0, None, True),
@@ -82,6 +83,10 @@ _RANGES = {
 # Keys that may differ between the run that wrote a checkpoint and the run resuming it.
 RESUME_FREE_KEYS = ("train.log_every_steps", "train.parallel_seeds", "train.keep_checkpoints",
                     "train.checkpoint_every_steps", "train.loop", "data.path", "data.download")
+
+# Keys added after checkpoints were written, with the value that reproduces what those runs
+# did: a saved config without the key counts as having that value.
+ADDED_KEYS = {"pah.lambda_hp": 0.0}
 
 
 # Keys only some methods read. A workdir may be resumed, or its results re-read, under a config
@@ -166,7 +171,7 @@ def check_same_config(saved: dict, config: ml_collections.ConfigDict) -> None:
   """Refuses to resume a workdir whose checkpoint was written under another config."""
   from pah_jax import reporting  # only for its JSON conversion of the config
 
-  old, new = _flatten(saved), _flatten(reporting.jsonable(config))
+  old, new = {**ADDED_KEYS, **_flatten(saved)}, _flatten(reporting.jsonable(config))
   differ = sorted(k for k in set(old) | set(new) if k not in RESUME_FREE_KEYS and old.get(k) != new.get(k)
                   and not unread_by(new.get("method", "pah"), k))
   if differ:

@@ -124,6 +124,18 @@ def test_resume_ignores_only_keys_the_method_never_reads():
     config_check.check_same_config(saved("ewc"), c)
 
 
+def test_resume_reads_keys_added_later_as_their_old_behaviour():
+  """A checkpoint written before pah.lambda_hp existed resumes under lambda_hp = 0 (what it ran),
+  and is refused under any other value."""
+  from pah_jax import reporting  # pylint: disable=g-import-not-at-top
+
+  saved = reporting.jsonable(default.get_config())
+  del saved["pah"]["lambda_hp"]
+  config_check.check_same_config(saved, default.get_config())
+  with pytest.raises(config_check.UserError, match="lambda_hp"):
+    config_check.check_same_config(saved, _override(default.get_config(), pah__lambda_hp=1.0))
+
+
 # --------------------------------------------------------------------------- stored heads
 
 

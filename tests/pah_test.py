@@ -354,6 +354,36 @@ def test_train_step_prototype_phase_is_masked(batch_norm):
   assert not _leaves_equal(a.params["backbone"], s1.params["backbone"])
 
 
+def test_prototype_classification_term_moves_only_the_current_prototypes():
+  """pah.lambda_hp (beyond the paper): L_hp, the cross-entropy of the current task's prototypes
+  under their own head, joins phase 2. At task 1 with L_sp off, lambda_hp = 1 vs 0 changes P_1
+  (the current task) and nothing the main phase updates; P_0 and P_2 get no L_hp gradient."""
+  protos, state = _tiny()
+  nets, config = _nets("batch"), _config("batch")
+  settings = dataclasses.replace(hypernet.StepSettings.from_config(config), lambda_sp=0.0)
+  assert settings.lambda_hp == 0.0  # off by default
+  main_opt, proto_opt = optim.main_optimizer(config.optim), optim.prototype_optimizer(config.optim)
+  begin_task = jit(hypernet.make_begin_task(nets, protos))
+  s1 = begin_task(hypernet.end_task(begin_task(state, 0)), 1)
+  x, y = _images(seed=1)
+  batch = methods.Batch(images_lib.normalize(x, MEAN, STD), x, y, 1)
+  runs = {}
+  for lambda_hp in (0.0, 1.0):
+    step = jit(hypernet.make_pah_step(nets, dataclasses.replace(settings, lambda_hp=lambda_hp), main_opt, proto_opt))
+    runs[lambda_hp] = step(s1, batch)
+  (off, m_off), (on, m_on) = runs[0.0], runs[1.0]
+  # L_hp is measured either way; a head that ranks its own prototypes at chance gives ~log C.
+  assert float(m_off["loss_hp"]) > 0 and float(m_off["loss_hp"]) == float(m_on["loss_hp"])
+  assert float(m_on["loss"]) > float(m_off["loss"])
+  for part in ("backbone", "hypernet"):
+    assert _leaves_equal(off.params[part], on.params[part])
+  assert _leaves_equal(off.batch_stats, on.batch_stats)
+  p_off, p_on = np.asarray(off.params["prototypes"]), np.asarray(on.params["prototypes"])
+  assert np.abs(p_off[1] - p_on[1]).max() > 1e-5
+  np.testing.assert_array_equal(p_off[0], p_on[0])
+  np.testing.assert_array_equal(p_off[2:], p_on[2:])
+
+
 @pytest.mark.parametrize("batch_norm", ["batch", "running"])
 def test_train_step_running_stats_only_from_training_batch(batch_norm):
   """The step's new running statistics are those of the current model's training forward on the

@@ -142,9 +142,10 @@ def test_ablation_grid_and_user_errors(tmp_path, capsys):
   labels = [r.info["label"] for r in rows]
   assert labels == ["prototype_size 5x5", "prototype_size 10x10", "prototype_size 16x16", "prototype_size 20x20",
                     "prototype_init semantic", "prototype_init random", "lambda_sm 0.1", "lambda_sm 0.25",
-                    "lambda_sm 0.5", "lambda_sm 0.75", "lambda_sm 1", "lambda_sp 0", "lambda_sp 0.5", "lambda_sp 1"]
+                    "lambda_sm 0.5", "lambda_sm 0.75", "lambda_sm 1", "lambda_sp 0", "lambda_sp 0.5", "lambda_sp 1",
+                    "lambda_hp 0", "lambda_hp 0.5", "lambda_hp 1"]
   # Each is a one-key change of the base; the base's own values share one run directory.
-  assert len({r.directory for r in rows}) == 14 - 3
+  assert len({r.directory for r in rows}) == 17 - 4
   assert all(r.config.pah.lambda_sm == (r.info["value"] if r.info["key"] == "pah.lambda_sm" else 0.5) for r in rows)
   # Mistakes end before any training with one error line and exit code 2.
   for argv, message in ((["table1", "--config", "configs/nope.py"], "configs/nope.py not found"),

@@ -5,6 +5,9 @@ pah (Prototype-Augmented Hypernetworks): the task code is flatten(P_k), the task
   1. L_hm + lambda_sm L_sm (eq. 4, 6) updates backbone, hypernetwork and prototypes;
   2. lambda_sp L_sp (eq. 5), evaluated at the parameters after phase 1 (as the official code,
      which steps its main optimiser first), updates ONLY the prototypes (optax-masked AdamW).
+     Beyond the paper, lambda_hp L_hp joins it (pah.lambda_hp, 0 = off): the cross-entropy of
+     the current task's C prototypes classified by their own generated head, prototype c
+     labelled c (the official code's weight_hard_loss_prototypes, which its configs set to 0).
 hnet: the same hypernetwork and the same L_hm + lambda_sm L_sm, but the task code is a
   learned embedding vector (no prototypes, no L_sp): what PAH minus its prototypes achieves.
   Optionally von Oswald et al. (ICLR 2020)'s output regulariser
@@ -30,7 +33,7 @@ from pah_jax import pah
 from pah_jax import prototypes as prototypes_lib
 from pah_jax.methods import base
 
-PAH_METRICS = ("loss", "loss_hm", "loss_sm", "loss_sp", "train_accuracy")
+PAH_METRICS = ("loss", "loss_hm", "loss_sm", "loss_sp", "loss_hp", "train_accuracy")
 HNET_METRICS = ("loss", "loss_hm", "loss_sm", "loss_output_reg", "train_accuracy")
 
 
@@ -44,12 +47,13 @@ class StepSettings:
   kl_direction: str
   old_task_reduction: str
   official_prototype_update: bool
+  lambda_hp: float = 0.0
 
   @classmethod
   def from_config(cls, config: ml_collections.ConfigDict) -> "StepSettings":
     p = config.pah
     return cls(p.lambda_sm, p.lambda_sp, p.temperature, p.kl_direction, p.old_task_reduction,
-               p.prototype_update == "official")
+               p.prototype_update == "official", p.lambda_hp)
 
 
 def initial_prototypes(setup: base.Setup):
@@ -107,17 +111,21 @@ def make_pah_step(nets: pah.Networks, s: StepSettings, main_opt: optax.GradientT
 
     def prototype_loss(params):
       student = pah.prototype_logits(nets, params, batch_stats, batch_statistics=nets.prototype_batch_stats)
-      return distill(student, state.extra["teacher_proto_logits"], old_mask)
+      l_sp = distill(student, state.extra["teacher_proto_logits"], old_mask)
+      current = student[task_id]
+      l_hp = losses.cross_entropy(current, jnp.arange(current.shape[0]))
+      if s.lambda_hp == 0:  # off: phase 2 is exactly the paper's lambda_sp grad(L_sp)
+        return s.lambda_sp * l_sp, (l_sp, l_hp)
+      return s.lambda_sp * l_sp + s.lambda_hp * l_hp, (l_sp, l_hp)
 
-    l_sp, sp_grads = jax.value_and_grad(prototype_loss)(params)
-    sp_grads = jax.tree_util.tree_map(lambda g: s.lambda_sp * g, sp_grads)
+    (l_proto, (l_sp, l_hp)), sp_grads = jax.value_and_grad(prototype_loss, has_aux=True)(params)
     if s.official_prototype_update:
       # The official code never zeroes the prototype gradient between its two backward passes.
       sp_grads = jax.tree_util.tree_map(jnp.add, sp_grads, grads)
     params, proto_opt_state = base.apply_optimizer(proto_opt, params, sp_grads, state.extra["proto_opt_state"])
 
     extra = {**state.extra, "proto_opt_state": proto_opt_state}
-    metrics = {"loss": loss + s.lambda_sp * l_sp, "loss_hm": l_hm, "loss_sm": l_sm, "loss_sp": l_sp,
+    metrics = {"loss": loss + l_proto, "loss_hm": l_hm, "loss_sm": l_sm, "loss_sp": l_sp, "loss_hp": l_hp,
                "train_accuracy": accuracy}
     return state.replace(params=params, batch_stats=batch_stats, opt_state=opt_state, extra=extra), metrics
 
