@@ -27,7 +27,8 @@ data:
 setup: $(VENV)/.installed data
 
 test: setup
-	$(PY) -m pytest -q --durations=15
+	# One worker per core; whole files per worker, so module-scoped fixtures run once.
+	$(PY) -m pytest -q -n auto --dist loadfile --durations=15
 
 demo: setup
 	$(PY) -m pah_jax.main --config=configs/fashion_mnist_official.py --workdir=$(WORKDIR)
