@@ -26,8 +26,8 @@ data:
 
 setup: $(VENV)/.installed data
 
+# pytest-xdist: one worker per core, whole files per worker (module-scoped fixtures run once).
 test: setup
-	# One worker per core; whole files per worker, so module-scoped fixtures run once.
 	$(PY) -m pytest -q -n auto --dist loadfile --durations=15
 
 demo: setup
