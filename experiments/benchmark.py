@@ -848,14 +848,17 @@ JAX_ROWS = ("finetune", "pah_step", "finetune_chunk", "pah_chunk")
 
 
 def ratios(rows: dict) -> dict:
+  """Step-time, throughput and FLOP ratios of whichever rows were measured (--flops-only rows
+  carry FLOPs but no timings)."""
   out = {}
   ft = rows.get("finetune")
+  timed = {name: row for name, row in rows.items() if "seconds_per_step" in row}
   for name, base in BASELINE_OF.items():
-    if base in rows and name in rows:
-      out[f"{name}_over_{base}_step_time"] = rows[name]["seconds_per_step"] / rows[base]["seconds_per_step"]
-    if "torch_official" in rows and name in rows:
-      out[f"{name}_over_torch_official_throughput"] = (rows[name]["images_per_second"]
-                                                       / rows["torch_official"]["images_per_second"])
+    if base in timed and name in timed:
+      out[f"{name}_over_{base}_step_time"] = timed[name]["seconds_per_step"] / timed[base]["seconds_per_step"]
+    if "torch_official" in timed and name in timed:
+      out[f"{name}_over_torch_official_throughput"] = (timed[name]["images_per_second"]
+                                                       / timed["torch_official"]["images_per_second"])
   if ft and ft.get("flops_per_step") and rows.get("pah_step", {}).get("flops_per_step"):
     # The floor the step-time ratio could reach if every pass ran as efficiently as the main one.
     out["pah_step_over_finetune_flops"] = rows["pah_step"]["flops_per_step"] / ft["flops_per_step"]
@@ -946,8 +949,7 @@ def measure_steps(args, config, results) -> None:
     for name, prepare in (("finetune", prepare_finetune), ("pah_step", prepare_pah_step)):
       rows[name] = prepare(args, config)[1]
       print(f"  {name}: {rows[name]['flops_per_step']:.4g} FLOP per step", flush=True)
-    results["ratios"] = {"pah_step_over_finetune_flops": rows["pah_step"]["flops_per_step"]
-                         / rows["finetune"]["flops_per_step"]}
+    results["ratios"] = ratios(rows)
     return
   # Compile and warm up every row, smallest first (a device's peak memory cannot be reset, so
   # each row's figure bounds its own), then time them round-robin.
