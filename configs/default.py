@@ -26,6 +26,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.model = m = ml_collections.ConfigDict()
   m.stem = "cifar"  # cifar (3x3 conv, no max-pool) | imagenet (7x7/2 + max-pool, torchvision)
   m.width = 1.0  # ResNet-18 width factor: 1.0 = 64-128-256-512 channels, feature D = 512 * width
+  # Convolution init from scratch: torchvision (Kaiming normal, fan_out; torchvision's ResNet) |
+  # pytorch (nn.Conv2d's default, U(+-1/sqrt(fan_in)): ~2.4x smaller, so AdamW turns it faster).
+  m.conv_init = "torchvision"
   # BatchNorm outside the training forward (teacher, prototype passes, evaluation):
   # batch = batch statistics (the official code never calls model.eval());
   # running = running statistics, updated only by the current model's training batches.
@@ -75,6 +78,13 @@ def get_config() -> ml_collections.ConfigDict:
   c.hnet = n = ml_collections.ConfigDict()
   n.embedding_dim = 0  # 0 = the size of PAH's flattened prototypes (C*s*s*ch): same hypernetwork
   n.output_reg = 0.0  # von Oswald et al. 2020's beta: keep old heads' generated weights (0 = PAH minus prototypes)
+
+  c.joint = j = ml_collections.ConfigDict()
+  # joint trains on batches that mix every task, so BatchNorm's batch statistics at test time
+  # (one task's images per batch) are not what it trained under: test with the running
+  # statistics of its mixed batches. "" = as model.eval_batch_norm / batch_norm. Measured on
+  # Split-FashionMNIST (seed 0, lr 1e-3): batch 97.73 AA, running 98.97 (README).
+  j.eval_batch_norm = "running"
 
   c.lwf = lw = ml_collections.ConfigDict()
   lw.alpha = 1.0  # Li & Hoiem 2017: lambda_o = 1

@@ -63,14 +63,16 @@ class ResNet18(nn.Module):
   (torchvision's, used by the official code on unresized 32x32 images).
   """
 
-  def __init__(self, width: float = 1.0, stem: str = "imagenet"):
+  def __init__(self, width: float = 1.0, stem: str = "imagenet", in_channels: int = 3,
+               conv_init: str = "torchvision"):
     super().__init__()
     widths = _channels(width)
+    self.in_channels = in_channels
     if stem == "cifar":
-      self.stem = nn.Sequential(nn.Conv2d(3, widths[0], 3, 1, 1, bias=False),
+      self.stem = nn.Sequential(nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False),
                                 nn.BatchNorm2d(widths[0], eps=BN_EPS, momentum=BN_MOMENTUM), nn.ReLU())
     elif stem == "imagenet":
-      self.stem = nn.Sequential(nn.Conv2d(3, widths[0], 7, 2, 3, bias=False),
+      self.stem = nn.Sequential(nn.Conv2d(in_channels, widths[0], 7, 2, 3, bias=False),
                                 nn.BatchNorm2d(widths[0], eps=BN_EPS, momentum=BN_MOMENTUM), nn.ReLU(),
                                 nn.MaxPool2d(3, 2, 1))
     else:
@@ -82,8 +84,10 @@ class ResNet18(nn.Module):
         in_channels = channels
     self.blocks = nn.Sequential(*blocks)
     self.feature_dim = widths[-1]
-    for m in self.modules():  # torchvision's init, as pah_jax's _conv_init
-      if isinstance(m, nn.Conv2d):
+    if conv_init not in ("torchvision", "pytorch"):
+      raise ValueError(f"unknown conv_init {conv_init!r}")
+    for m in self.modules():  # as pah_jax.models.CONV_INITS; "pytorch" keeps nn.Conv2d's own
+      if isinstance(m, nn.Conv2d) and conv_init == "torchvision":
         nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
 
   def forward(self, x):
@@ -114,10 +118,11 @@ class PAHModel(nn.Module):
   """Backbone, hypernetwork and the K tasks' prototypes as one (K, C*s*s) embedding table."""
 
   def __init__(self, num_tasks: int, num_classes: int, *, width: float, stem: str,
-               prototype_size: int = 10, hidden: int = 16, layers: int = 1):
+               prototype_size: int = 10, hidden: int = 16, layers: int = 1, in_channels: int = 3,
+               conv_init: str = "torchvision"):
     super().__init__()
     self.num_classes, self.prototype_size = num_classes, prototype_size
-    self.backbone = ResNet18(width, stem)
+    self.backbone = ResNet18(width, stem, in_channels, conv_init)
     self.hypernet = Hypernetwork(num_classes * prototype_size**2, num_classes * self.backbone.feature_dim,
                                  hidden, layers)
     # nn.Embedding's table, drawn N(0.5, 0.1) like the official random init (speed does not
@@ -133,9 +138,10 @@ class PAHModel(nn.Module):
     return self.backbone(images) @ self.head(task).t()
 
   def prototype_logits(self, task: int):
-    """f(p | task): the task's C grey prototypes as a batch of 3-channel s x s images."""
+    """f(p | task): the task's C grey prototypes as a batch of s x s images, the grey channel
+    repeated to the backbone's input channels."""
     s = self.prototype_size
-    images = self.prototypes[task].view(self.num_classes, 1, s, s).repeat(1, 3, 1, 1)
+    images = self.prototypes[task].view(self.num_classes, 1, s, s).repeat(1, self.backbone.in_channels, 1, 1)
     return self.logits(images, task)
 
 
@@ -170,6 +176,14 @@ class OfficialStep:
     self.prototype_optimizer = torch.optim.AdamW([model.prototypes], lr=lr_prototypes,
                                                  weight_decay=weight_decay)
     self.autocast_dtype = autocast_dtype
+
+  def new_task(self):
+    """Freezes the model as it is now as the teacher of the next task (the official code's
+    `previous_model = model.deepcopy()`); the optimisers and their state carry on."""
+    self.old = copy.deepcopy(self.model)
+    for p in self.old.parameters():
+      p.requires_grad_(False)
+    self.old.train()
 
   def _autocast(self, device):
     if self.autocast_dtype is None:

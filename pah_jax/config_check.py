@@ -18,10 +18,12 @@ _CHOICES = {
     "data.class_order": ("sequential", "random"),
     "data.normalization": ("dataset", "half"),
     "model.stem": ("cifar", "imagenet"),
+    "model.conv_init": ("torchvision", "pytorch"),
     "model.batch_norm": ("running", "batch"),
     "model.teacher_batch_norm": ("", "running", "batch"),
     "model.prototype_batch_norm": ("", "running", "batch"),
     "model.eval_batch_norm": ("", "running", "batch"),
+    "joint.eval_batch_norm": ("", "running", "batch"),
     "model.dtype": ("float32", "bfloat16"),
     "hypernet.activation": ("leaky_relu", "relu", "gelu"),
     "pah.prototype_init": ("semantic", "random"),
@@ -86,17 +88,17 @@ RESUME_FREE_KEYS = ("train.log_every_steps", "train.parallel_seeds", "train.keep
 
 # Keys added after checkpoints were written, with the value that reproduces what those runs
 # did: a saved config without the key counts as having that value.
-ADDED_KEYS = {"pah.lambda_hp": 0.0}
+ADDED_KEYS = {"pah.lambda_hp": 0.0, "model.conv_init": "torchvision", "joint.eval_batch_norm": ""}
 
 
 # Keys only some methods read. A workdir may be resumed, or its results re-read, under a config
 # that differs only in keys its method never reads: retuning the hypernetwork's learning rate
 # leaves the finished runs of the stored-head baselines valid.
-_METHOD_ONLY = ("pah", "hypernet", "hnet", "lwf", "ewc", "si", "agem", "derpp",
+_METHOD_ONLY = ("pah", "hypernet", "hnet", "joint", "lwf", "ewc", "si", "agem", "derpp",
                 "optim.lr_hypernet", "optim.lr_prototypes", "optim.lr_heads")
 _HYPERNET_KEYS = ("pah", "hypernet", "optim.lr_hypernet", "optim.lr_prototypes")
 _READS = {"pah": _HYPERNET_KEYS, "hnet": _HYPERNET_KEYS + ("hnet",), "finetune": ("optim.lr_heads",),
-          "joint": ("optim.lr_heads",), "lwf": ("lwf", "optim.lr_heads"), "ewc": ("ewc", "optim.lr_heads"),
+          "joint": ("joint", "optim.lr_heads"), "lwf": ("lwf", "optim.lr_heads"), "ewc": ("ewc", "optim.lr_heads"),
           "si": ("si", "optim.lr_heads"), "agem": ("agem", "optim.lr_heads"), "derpp": ("derpp", "optim.lr_heads")}
 
 

@@ -12,10 +12,22 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-# torchvision's ResNet init: Kaiming normal, fan_out, ReLU gain.
-_conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+# Initialisers of the backbone's convolutions (model.conv_init). Under BatchNorm a kernel's
+# scale does not change the function, but it sets how far one AdamW step turns it (about
+# lr / |w|), so the smaller PyTorch default learns ~2.4x faster at the same learning rate.
+CONV_INITS = {
+    # torchvision's ResNet: kaiming_normal_(mode="fan_out", nonlinearity="relu").
+    "torchvision": nn.initializers.variance_scaling(2.0, "fan_out", "normal"),
+    # PyTorch's nn.Conv2d default, kaiming_uniform_(a=sqrt(5)): U(+-1/sqrt(fan_in)).
+    "pytorch": nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform"),
+}
 # PyTorch's kaiming_normal_(mode="fan_in", nonlinearity="relu") as in the official hypernetwork.
 _kaiming_fan_in = nn.initializers.variance_scaling(2.0, "fan_in", "normal")
+
+
+def batch_norm(train: bool, dtype):
+  """BatchNorm as PyTorch's: eps 1e-5, momentum 0.1 (Flax's momentum=0.9)."""
+  return functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=dtype)
 
 
 class BasicBlock(nn.Module):
@@ -24,12 +36,12 @@ class BasicBlock(nn.Module):
   channels: int
   strides: int
   dtype: Any = jnp.float32
+  conv_init: str = "torchvision"
 
   @nn.compact
   def __call__(self, x, train: bool):
-    conv = functools.partial(nn.Conv, use_bias=False, kernel_init=_conv_init, dtype=self.dtype)
-    norm = functools.partial(
-        nn.BatchNorm, use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=self.dtype)
+    conv = functools.partial(nn.Conv, use_bias=False, kernel_init=CONV_INITS[self.conv_init], dtype=self.dtype)
+    norm = batch_norm(train, self.dtype)
     y = conv(self.channels, (3, 3), self.strides, padding=((1, 1), (1, 1)), name="conv1")(x)
     y = nn.relu(norm(name="bn1")(y))
     y = conv(self.channels, (3, 3), 1, padding=((1, 1), (1, 1)), name="conv2")(y)
@@ -48,12 +60,14 @@ class ResNet(nn.Module):
     width: channel multiplier; 1.0 gives 64-128-256-512 and a 512-d feature.
     stem: "cifar" (3x3 conv stride 1, no max-pool) or "imagenet" (7x7 stride 2 + 3x3 max-pool,
       as torchvision and the official PAH code, which feeds it 32x32 images unresized).
+    conv_init: a key of CONV_INITS, the convolutions' initialiser.
   """
 
   stage_sizes: Sequence[int] = (2, 2, 2, 2)
   width: float = 1.0
   stem: str = "cifar"
   dtype: Any = jnp.float32
+  conv_init: str = "torchvision"
 
   @property
   def stage_channels(self) -> tuple[int, ...]:
@@ -67,15 +81,17 @@ class ResNet(nn.Module):
   def __call__(self, x, train: bool):
     x = x.astype(self.dtype)
     c0 = self.stage_channels[0]
-    norm = functools.partial(
-        nn.BatchNorm, use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=self.dtype)
+    if self.conv_init not in CONV_INITS:
+      raise ValueError(f"unknown conv_init {self.conv_init!r}")
+    conv_init = CONV_INITS[self.conv_init]
+    norm = batch_norm(train, self.dtype)
     if self.stem == "cifar":
       x = nn.Conv(c0, (3, 3), 1, padding=((1, 1), (1, 1)), use_bias=False,
-                  kernel_init=_conv_init, dtype=self.dtype, name="conv1")(x)
+                  kernel_init=conv_init, dtype=self.dtype, name="conv1")(x)
       x = nn.relu(norm(name="bn1")(x))
     elif self.stem == "imagenet":
       x = nn.Conv(c0, (7, 7), 2, padding=((3, 3), (3, 3)), use_bias=False,
-                  kernel_init=_conv_init, dtype=self.dtype, name="conv1")(x)
+                  kernel_init=conv_init, dtype=self.dtype, name="conv1")(x)
       x = nn.relu(norm(name="bn1")(x))
       x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
     else:
@@ -83,7 +99,8 @@ class ResNet(nn.Module):
     for stage, (blocks, channels) in enumerate(zip(self.stage_sizes, self.stage_channels)):
       for b in range(blocks):
         strides = 2 if stage > 0 and b == 0 else 1
-        x = BasicBlock(channels, strides, dtype=self.dtype, name=f"layer{stage + 1}_{b}")(x, train)
+        x = BasicBlock(channels, strides, dtype=self.dtype, conv_init=self.conv_init,
+                       name=f"layer{stage + 1}_{b}")(x, train)
     return jnp.mean(x, axis=(1, 2)).astype(jnp.float32)
 
 

@@ -64,7 +64,8 @@ class Networks:
 
 def build_networks(config: ml_collections.ConfigDict, num_tasks: int, num_classes: int) -> Networks:
   dtype = jnp.bfloat16 if config.model.dtype == "bfloat16" else jnp.float32
-  backbone = models.ResNet18(width=config.model.width, stem=config.model.stem, dtype=dtype)
+  backbone = models.ResNet18(width=config.model.width, stem=config.model.stem, dtype=dtype,
+                             conv_init=config.model.conv_init)
   h = config.hypernet
   out = num_classes * backbone.feature_dim + (num_classes if h.head_bias else 0)
   hypernet = models.Hypernetwork(out_features=out, hidden=h.hidden, layers=h.layers,

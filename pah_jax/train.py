@@ -383,8 +383,12 @@ def make_task_evaluate(config, method: methods.Method, tasks: data_lib.TaskSeque
 
 
 def evaluation_batch_stats(config: ml_collections.ConfigDict) -> bool:
-  """Whether evaluation normalises with batch statistics (model.eval_batch_norm or batch_norm)."""
-  return (config.model.eval_batch_norm or config.model.batch_norm) == "batch"
+  """Whether evaluation normalises with batch statistics (model.eval_batch_norm or batch_norm;
+  joint training: joint.eval_batch_norm first, since its training batches mix the tasks)."""
+  mode = config.model.eval_batch_norm or config.model.batch_norm
+  if config.method == "joint":
+    mode = config.joint.eval_batch_norm or mode
+  return mode == "batch"
 
 
 def _train_task(run: _Run, state: TrainState, task_id: int, position: checkpointing.Position,

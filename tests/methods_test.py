@@ -135,6 +135,36 @@ def test_resume_reads_keys_added_later_as_their_old_behaviour():
   with pytest.raises(config_check.UserError, match="lambda_hp"):
     config_check.check_same_config(saved, _override(default.get_config(), pah__lambda_hp=1.0))
 
+  # model.conv_init: older runs all used torchvision's init.
+  saved = reporting.jsonable(default.get_config())
+  del saved["model"]["conv_init"]
+  config_check.check_same_config(saved, default.get_config())
+  with pytest.raises(config_check.UserError, match="conv_init"):
+    config_check.check_same_config(saved, _override(default.get_config(), model__conv_init="pytorch"))
+
+
+def test_joint_tests_with_running_statistics_and_old_joint_runs_are_not_resumed_under_it():
+  """joint.eval_batch_norm: joint evaluates with running statistics by default (its batches mix
+  tasks); every other method keeps model.eval_batch_norm / batch_norm. A joint checkpoint from
+  before the key was evaluated with batch statistics, so it is refused under the new default."""
+  from pah_jax import reporting  # pylint: disable=g-import-not-at-top
+  from pah_jax import train  # pylint: disable=g-import-not-at-top
+
+  assert train.evaluation_batch_stats(_config("pah")) and train.evaluation_batch_stats(_config("finetune"))
+  assert not train.evaluation_batch_stats(_config("joint"))
+  assert train.evaluation_batch_stats(_override(_config("joint"), joint__eval_batch_norm="batch"))
+  assert train.evaluation_batch_stats(_override(_config("joint"), joint__eval_batch_norm=""))
+  assert not train.evaluation_batch_stats(_override(_config("pah"), model__eval_batch_norm="running"))
+
+  for method in ("joint", "finetune"):
+    saved = reporting.jsonable(_config(method))
+    del saved["joint"]
+    if method == "joint":
+      with pytest.raises(config_check.UserError, match="joint.eval_batch_norm"):
+        config_check.check_same_config(saved, _config(method))
+      config_check.check_same_config(saved, _override(_config(method), joint__eval_batch_norm=""))
+    else:
+      config_check.check_same_config(saved, _config(method))
 
 # --------------------------------------------------------------------------- stored heads
 

@@ -109,6 +109,22 @@ def test_unknown_stem_raises():
     _abstract_backbone(0.125, "cifra")
 
 
+@pytest.mark.parametrize("conv_init", ["torchvision", "pytorch"])
+def test_conv_init_std(conv_init):
+  """torchvision: N(0, 2 / fan_out); pytorch (nn.Conv2d's default): U(+-1/sqrt(fan_in)), whose
+  std is 1/sqrt(3 fan_in). Checked on layer4's 3x3x128x128 kernels (147k draws, width 0.25)."""
+  net = models.ResNet18(width=0.25, stem="cifar", conv_init=conv_init)
+  params = jit(lambda k: net.init(k, jnp.zeros((1, 8, 8, 3)), train=False))(KEY)["params"]
+  kernel = np.asarray(params["layer4_1"]["conv1"]["kernel"])
+  fan = 3 * 3 * 128
+  expected = np.sqrt(2.0 / fan) if conv_init == "torchvision" else np.sqrt(1.0 / (3 * fan))
+  assert abs(kernel.std() / expected - 1) < 0.02
+  if conv_init == "pytorch":
+    assert np.abs(kernel).max() <= 1 / np.sqrt(fan)
+  with pytest.raises(ValueError, match="conv_init"):
+    models.ResNet18(width=0.125, conv_init="he").init(KEY, jnp.zeros((1, 8, 8, 3)), train=False)
+
+
 def test_tiny_forward_train_vs_eval():
   """Real compute at width 0.125 on 8 px: finite (N, 64) features; train=True moves bn1's running
   mean to 0.9 * 0 + 0.1 * (batch mean of conv1's output), train=False returns the features only."""
