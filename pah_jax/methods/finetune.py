@@ -5,7 +5,9 @@ finetune: one shared backbone and one stored linear head per task, trained on ea
   backbone is not), so its forgetting is what the other methods are measured against.
 joint: the same model trained once on the union of all tasks (each example through its own
   task's head): the multi-task upper bound. It has no sequence, so only the last row of its
-  accuracy matrix is measured and its forgetting is undefined (null).
+  accuracy matrix is measured and its forgetting is undefined (null). Its batches mix the
+  tasks, so it tests with BatchNorm's running statistics (joint.eval_batch_norm, read by
+  train.evaluation_batch_stats).
 """
 
 import functools
