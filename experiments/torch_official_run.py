@@ -29,8 +29,10 @@ if ROOT not in sys.path:
 
 from experiments import paper_tables as pt  # pylint: disable=wrong-import-position
 from pah_jax import data as data_lib  # pylint: disable=wrong-import-position
+from pah_jax import methods  # pylint: disable=wrong-import-position
 from pah_jax import metrics  # pylint: disable=wrong-import-position
-from pah_jax import prototypes as prototypes_lib  # pylint: disable=wrong-import-position
+from pah_jax import train as train_lib  # pylint: disable=wrong-import-position
+from pah_jax.methods import hypernet  # pylint: disable=wrong-import-position
 
 
 def parse_args(argv):
@@ -62,16 +64,15 @@ def run_seed(config, seed: int) -> dict:
   import torch  # pylint: disable=g-import-not-at-top
   from experiments import torch_reference  # pylint: disable=g-import-not-at-top
 
+  config = config.copy_and_resolve_references()
+  config.seed = seed
   tasks = data_lib.load_tasks(config.data, seed)
   k, c = len(tasks.tasks), tasks.num_classes_per_task
   p, o, t = config.pah, config.optim, config.train
-  protos, chosen = prototypes_lib.initial_prototypes(
-      [task.x_train for task in tasks.tasks], [task.y_train for task in tasks.tasks], num_classes=c,
-      size=p.prototype_size, channels=1, init=p.prototype_init, semantic_init=p.semantic_init,
-      mean=tasks.mean, std=tasks.std, random_mean=p.random_init_mean, random_std=p.random_init_std, seed=seed)
-  train = [(task.x_train, task.y_train) for task in tasks.tasks]
-  if p.exclude_init_images and chosen is not None:
-    train = [(np.delete(x, r, 0), np.delete(y, r, 0)) for (x, y), r in zip(train, chosen)]
+  # pah_jax.main's own initial prototypes and training sets (init images removed).
+  setup = train_lib.make_setup(config, tasks)
+  protos, _ = hypernet.initial_prototypes(setup)
+  train = train_lib.training_sets(methods.build(setup), tasks)
 
   torch.manual_seed(seed)
   model = torch_reference.PAHModel(k, c, width=config.model.width, stem=config.model.stem,
@@ -109,14 +110,14 @@ def evaluate(model, task, task_id: int, batch_size: int, rng) -> float:
   """The official protocol: mean of per-batch accuracies (%) over shuffled batches, batch
   statistics (the model stays in train mode)."""
   import torch  # pylint: disable=g-import-not-at-top
+  from experiments import torch_reference  # pylint: disable=g-import-not-at-top
 
   order = rng.permutation(len(task.y_test))
   accs = []
   with torch.no_grad():
     for b in range(0, len(order), batch_size):
       idx = order[b:b + batch_size]
-      x = (torch.from_numpy(task.x_test[idx]).permute(0, 3, 1, 2).float() / 255.0 - 0.5) / 0.5
-      pred = model.logits(x, task_id).argmax(-1).numpy()
+      pred = model.logits(torch_reference.to_input(torch.from_numpy(task.x_test[idx])), task_id).argmax(-1).numpy()
       accs.append(np.mean(pred == task.y_test[idx]))
   return 100.0 * float(np.mean(accs))
 

@@ -36,6 +36,12 @@ def _channels(width: float) -> tuple[int, ...]:
   return tuple(max(1, round(c * width)) for c in (64, 128, 256, 512))
 
 
+def to_input(images_u8):
+  """uint8 NHWC -> float NCHW normalised by mean/std 0.5 (the official normalisation), on the
+  images' device."""
+  return (images_u8.permute(0, 3, 1, 2).float() / 255.0 - 0.5) / 0.5
+
+
 class BasicBlock(nn.Module):
   """Two 3x3 convolutions with a residual connection, projection shortcut when shapes change."""
 
@@ -192,8 +198,7 @@ class OfficialStep:
 
   def __call__(self, images_u8, labels, task_id: int):
     model, old, t = self.model, self.old, self.temperature
-    # uint8 NHWC -> float NCHW, mean/std 0.5 (the official normalisation), on the device.
-    x = (images_u8.permute(0, 3, 1, 2).float() / 255.0 - 0.5) / 0.5
+    x = to_input(images_u8)
     self.optimizer.zero_grad(set_to_none=True)
     self.prototype_optimizer.zero_grad(set_to_none=True)
 
@@ -242,7 +247,7 @@ class FinetuneStep:
     return self
 
   def __call__(self, images_u8, labels):
-    x = (images_u8.permute(0, 3, 1, 2).float() / 255.0 - 0.5) / 0.5
+    x = to_input(images_u8)
     self.optimizer.zero_grad(set_to_none=True)
     if self.autocast_dtype is None:
       ctx = torch.autocast(x.device.type, enabled=False)

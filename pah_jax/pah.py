@@ -62,6 +62,14 @@ class Networks:
     return self._batch_stats(self.eval_batch_norm)
 
 
+def eval_batch_norm(config: ml_collections.ConfigDict) -> str:
+  """Evaluation's BatchNorm override ("" = as model.batch_norm): joint.eval_batch_norm for joint
+  training, whose batches mix the tasks, else model.eval_batch_norm."""
+  if config.method == "joint" and config.joint.eval_batch_norm:
+    return config.joint.eval_batch_norm
+  return config.model.eval_batch_norm
+
+
 def build_networks(config: ml_collections.ConfigDict, num_tasks: int, num_classes: int) -> Networks:
   dtype = jnp.bfloat16 if config.model.dtype == "bfloat16" else jnp.float32
   backbone = models.ResNet18(width=config.model.width, stem=config.model.stem, dtype=dtype,
@@ -73,7 +81,7 @@ def build_networks(config: ml_collections.ConfigDict, num_tasks: int, num_classe
                                  last_layer_scale=h.last_layer_scale)
   m = config.model
   return Networks(backbone, hypernet, num_tasks, num_classes, h.head_bias, m.batch_norm,
-                  m.teacher_batch_norm, m.prototype_batch_norm, m.eval_batch_norm)
+                  m.teacher_batch_norm, m.prototype_batch_norm, eval_batch_norm(config))
 
 
 def init_params(nets: Networks, key: jax.Array, prototypes: np.ndarray,

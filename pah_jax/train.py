@@ -261,13 +261,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     return _train(config, ckpt, stop, resume=meta is not None)
 
 
+def make_setup(config: ml_collections.ConfigDict, tasks: data_lib.TaskSequence) -> methods.Setup:
+  """What a method's builder needs to know of this config and task sequence."""
+  nets = pah.build_networks(config, len(tasks.tasks), tasks.num_classes_per_task)
+  return methods.Setup(config=config, nets=nets, num_tasks=len(tasks.tasks), num_classes=tasks.num_classes_per_task,
+                       image_shape=tuple(tasks.image_shape), mean=tuple(tasks.mean), std=tuple(tasks.std),
+                       tasks=tasks)
+
+
 def build_method(config: ml_collections.ConfigDict, tasks: data_lib.TaskSequence) -> methods.Method:
   """The configured method for this task sequence."""
-  nets = pah.build_networks(config, len(tasks.tasks), tasks.num_classes_per_task)
-  setup = methods.Setup(config=config, nets=nets, num_tasks=len(tasks.tasks), num_classes=tasks.num_classes_per_task,
-                        image_shape=tuple(tasks.image_shape), mean=tuple(tasks.mean), std=tuple(tasks.std),
-                        tasks=tasks)
-  return methods.build(setup)
+  return methods.build(make_setup(config, tasks))
 
 
 def training_sets(method: methods.Method, tasks: data_lib.TaskSequence) -> list:
@@ -383,12 +387,8 @@ def make_task_evaluate(config, method: methods.Method, tasks: data_lib.TaskSeque
 
 
 def evaluation_batch_stats(config: ml_collections.ConfigDict) -> bool:
-  """Whether evaluation normalises with batch statistics (model.eval_batch_norm or batch_norm;
-  joint training: joint.eval_batch_norm first, since its training batches mix the tasks)."""
-  mode = config.model.eval_batch_norm or config.model.batch_norm
-  if config.method == "joint":
-    mode = config.joint.eval_batch_norm or mode
-  return mode == "batch"
+  """Whether evaluation normalises with batch statistics (`pah.eval_batch_norm`, else batch_norm)."""
+  return (pah.eval_batch_norm(config) or config.model.batch_norm) == "batch"
 
 
 def _train_task(run: _Run, state: TrainState, task_id: int, position: checkpointing.Position,

@@ -7,7 +7,7 @@ joint: the same model trained once on the union of all tasks (each example throu
   task's head): the multi-task upper bound. It has no sequence, so only the last row of its
   accuracy matrix is measured and its forgetting is undefined (null). Its batches mix the
   tasks, so it tests with BatchNorm's running statistics (joint.eval_batch_norm, read by
-  train.evaluation_batch_stats).
+  pah.eval_batch_norm).
 """
 
 import functools
