@@ -79,6 +79,9 @@ def parse_args(argv=None):
   p.add_argument("--breakdown", action="store_true",
                  help="also time the parts of the PAH step apart (teacher pass, main phase, prototype phase, "
                       "optimisers) with their XLA FLOP counts")
+  p.add_argument("--profile", action="store_true",
+                 help="after timing, trace one repeat of every JAX row with jax.profiler: kernels per step, "
+                      "device busy time and launch gaps, costliest kernels (experiments/device_profile.py)")
   p.add_argument("--peak-tflops", type=float, default=0.0,
                  help="one device's peak for FLOP utilisation (default: a known GPU's bf16 peak, bf16 runs only)")
   p.add_argument("--sequence", action="store_true", help="also time a whole K-task PAH sequence")
@@ -929,6 +932,10 @@ def format_table(results: dict) -> str:
     for name, part in results["breakdown"].items():
       gf = part["flops"] / 1e9 if part.get("flops") else float("nan")
       lines.append(f"{name:<28}{1e3 * part['seconds']:>9.1f}{gf:>9.3f}{gf / part['seconds']:>9.2f}")
+  if "profile" in results:
+    from experiments import device_profile
+
+    lines += ["", device_profile.format_profile(results["profile"])]
   if "sequence" in results:
     sq = results["sequence"]
     first = sq["first_task_seconds"]
@@ -975,8 +982,14 @@ def measure_steps(args, config, results) -> None:
       timers[name], facts[name] = timer, row_facts
   load = load_average()
   print(f"  timing {len(timers)} rows round-robin, {args.repeats} repeats ...", flush=True)
+  timings = time_rows(timers, args.repeats)
+  if args.profile:
+    from experiments import device_profile
+
+    results["profile"] = {name: device_profile.profile(timer.run, timer.sync, timer.steps)
+                          for name, timer in timers.items() if name in JAX_ROWS}
   timed = {}
-  for name, timing in time_rows(timers, args.repeats).items():
+  for name, timing in timings.items():
     row = summarize(timing, args.batch_size, jax_row=not name.startswith("torch"))
     row.update({k: (v() if callable(v) else v) for k, v in facts[name].items()})
     row["load_average"] = [load, load_average()]

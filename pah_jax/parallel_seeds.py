@@ -143,35 +143,58 @@ def _train(configs, ckpts, metas, stop) -> list[dict]:
       n_train = len(train_sets[0][task_id][1])
       if not n_train:  # joint training: nothing before the last task
         continue
-      per_seed = unstack(state, n)
-      per_seed = [begin[i](s, task_id) for i, s in enumerate(per_seed)]
-      images = jnp.asarray(np.stack([train_lib.pad_to(ts[task_id][0], size) for ts in train_sets]))
-      labels = jnp.asarray(np.stack([train_lib.pad_to(ts[task_id][1], size) for ts in train_sets]))
-      state = stack(per_seed)
-      del per_seed
-      state = _train_task(chunk, state, images, labels, n_train, task_id, cfg, writers, progress)
+      clock = _PhaseClock()
+      with clock("begin_task"):
+        per_seed = [begin[i](s, task_id) for i, s in enumerate(unstack(state, n))]
+        images = jnp.asarray(np.stack([train_lib.pad_to(ts[task_id][0], size) for ts in train_sets]))
+        labels = jnp.asarray(np.stack([train_lib.pad_to(ts[task_id][1], size) for ts in train_sets]))
+        state = stack(per_seed)
+        del per_seed
+      with clock("train"):
+        state = _train_task(chunk, state, images, labels, n_train, task_id, cfg, writers, progress)
 
-      per_seed = unstack(state, n)
-      summaries = [train_lib.score_task(evaluate, s, c, t, task_id, acc[i], method.joint)
-                   for i, (s, c, t) in enumerate(zip(per_seed, configs, tasks))]
+      with clock("evaluate"):
+        per_seed = unstack(state, n)
+        summaries = [train_lib.score_task(evaluate, s, c, t, task_id, acc[i], method.joint)
+                     for i, (s, c, t) in enumerate(zip(per_seed, configs, tasks))]
       for i, w in enumerate(writers):
         w.scalars(int(per_seed[i].step), train_lib.task_scalars(acc[i], task_id, summaries[i]))
       # Every seed has the same entries filled: the plain mean over seeds keeps NaN where all are.
       progress.end_task(task_id, acc[:, task_id, :task_id + 1].mean(0),
                         metrics_lib.summarize(acc.mean(0), upto=task_id))
-      if end[0] is not None:
-        per_seed = [end[i](s, images[i], labels[i], n_train, task_id) for i, s in enumerate(per_seed)]
+      with clock("end_task"):
+        if end[0] is not None:
+          per_seed = [end[i](s, images[i], labels[i], n_train, task_id) for i, s in enumerate(per_seed)]
+        state = stack(per_seed)
       position = checkpointing.Position(task=task_id + 1, epoch=0, batch=0)
-      for i, s in enumerate(per_seed):
-        train_lib.save_checkpoint(ckpts[i], s, configs[i], tasks[i], position, acc[i], seconds())
-      state = stack(per_seed)
+      with clock("checkpoint"):
+        for i, s in enumerate(per_seed):
+          train_lib.save_checkpoint(ckpts[i], s, configs[i], tasks[i], position, acc[i], seconds())
       del per_seed
+      print(f"task {task_id + 1}/{k_tasks}, {n} seeds: {clock}", flush=True)
       stop.raise_if_requested(position)
   finally:
     progress.close()
     for w in writers:
       w.close()
   return [train_lib.write_results(ckpts[i], configs[i], tasks[i], acc[i], seconds()) for i in range(n)]
+
+
+class _PhaseClock:
+  """Wall seconds per phase of a task (compiles included), printed after each task: the work
+  between tasks runs per seed, so it is worth watching against the shared training."""
+
+  def __init__(self):
+    self.seconds = {}
+
+  @contextlib.contextmanager
+  def __call__(self, phase: str):
+    t0 = time.perf_counter()
+    yield
+    self.seconds[phase] = self.seconds.get(phase, 0.0) + time.perf_counter() - t0
+
+  def __str__(self):
+    return ", ".join(f"{phase} {s:.1f} s" for phase, s in self.seconds.items())
 
 
 def _train_task(chunk, state, images, labels, n_train, task_id, cfg, writers, progress):

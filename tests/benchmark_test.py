@@ -29,7 +29,7 @@ def test_toy_run_writes_rows_ratios_and_machine(tmp_path):
   env = {**os.environ, "XLA_FLAGS": "--xla_backend_optimization_level=0", "JAX_PLATFORMS": "cpu"}
   cmd = [sys.executable, SCRIPT, "--width", "0.0625", "--batch-size", "4", "--num-tasks", "3",
          "--classes-per-task", "2", "--image-size", "12", "--steps", "1", "--warmup", "1", "--repeats", "1",
-         "--skip-torch", "--out", str(out)]
+         "--skip-torch", "--profile", "--out", str(out)]
   proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
   assert proc.returncode == 0, proc.stderr[-3000:]
   results = json.loads(out.read_text())
@@ -51,6 +51,10 @@ def test_toy_run_writes_rows_ratios_and_machine(tmp_path):
   assert results["rows"]["finetune_chunk"]["last_metrics"]["loss"] > 0
   assert "pah_chunk: step <= 1.5x finetune_chunk" in results["targets"]
   assert "pah_step" in proc.stdout
+  # --profile traces every JAX row; a CPU trace has no device plane, and the summary says so.
+  assert set(results["profile"]) == {"finetune", "pah_step", "finetune_chunk", "pah_chunk"}
+  assert results["profile"]["pah_step"]["device_plane"] is None
+  assert "| pah_step | no device trace |" in proc.stdout
 
 
 def test_config_overrides_are_typed_and_checked():
