@@ -42,6 +42,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:  # run as a script from anywhere: pah_jax and configs live at the root
   sys.path.insert(0, ROOT)
 
+from experiments import device_profile  # pylint: disable=wrong-import-position
+
 # Dense bf16 tensor-core peaks (FLOP/s, vendor data sheets) of the GPUs this benchmark is meant
 # for, matched in order against jax's device_kind, to turn measured FLOP/s into a utilisation;
 # --peak-tflops overrides (e.g. an fp32 run: H100 SXM has 67 TFLOP/s without tensor cores).
@@ -933,8 +935,6 @@ def format_table(results: dict) -> str:
       gf = part["flops"] / 1e9 if part.get("flops") else float("nan")
       lines.append(f"{name:<28}{1e3 * part['seconds']:>9.1f}{gf:>9.3f}{gf / part['seconds']:>9.2f}")
   if "profile" in results:
-    from experiments import device_profile
-
     lines += ["", device_profile.format_profile(results["profile"])]
   if "sequence" in results:
     sq = results["sequence"]
@@ -984,8 +984,6 @@ def measure_steps(args, config, results) -> None:
   print(f"  timing {len(timers)} rows round-robin, {args.repeats} repeats ...", flush=True)
   timings = time_rows(timers, args.repeats)
   if args.profile:
-    from experiments import device_profile
-
     results["profile"] = {name: device_profile.profile(timer.run, timer.sync, timer.steps)
                           for name, timer in timers.items() if name in JAX_ROWS}
   timed = {}
