@@ -67,6 +67,9 @@ def parse_args(argv=None):
                  help="override of the official preset, e.g. model.dtype=bfloat16 (repeatable)")
   p.add_argument("--chunk-loop", choices=("auto", "compiled", "python"), default="auto",
                  help="train.loop for the make_train_chunk row (auto: compiled on GPU/TPU, python on CPU)")
+  p.add_argument("--traced-chunk", action="store_true",
+                 help="compiled chunk rows with a traced number of steps (an unknown loop trip count), "
+                      "as pah_jax ran them before: for comparison")
   p.add_argument("--skip-chunk", action="store_true", help="leave out the make_train_chunk row")
   p.add_argument("--skip-torch", action="store_true", help="leave out the PyTorch rows")
   p.add_argument("--flops-only", action="store_true",
@@ -230,8 +233,9 @@ class Timed:
   round-robin (`time_rows`), so a load change on a shared machine hits every row alike instead
   of skewing their ratios."""
 
-  def __init__(self, run, sync, steps: int, first, warm):
+  def __init__(self, run, sync, steps: int, first, warm, first_steps: int = 1):
     self.run, self.sync, self.steps, self.first, self.warm = run, sync, steps, first, warm
+    self.first_steps = first_steps  # training steps the first call runs besides compiling
     self.first_call_seconds = None
     self.per_step = []
 
@@ -250,7 +254,8 @@ class Timed:
     self.per_step.append((time.perf_counter() - t0) / self.steps)
 
   def timing(self) -> dict:
-    return {"first_call_seconds": self.first_call_seconds, "seconds_per_step_repeats": self.per_step}
+    return {"first_call_seconds": self.first_call_seconds, "first_call_steps": self.first_steps,
+            "seconds_per_step_repeats": self.per_step}
 
 
 def step_runner(step_once, sync, steps: int, warmup: int) -> Timed:
@@ -287,7 +292,7 @@ def summarize(timing: dict, batch_size: int, jax_row: bool) -> dict:
          "seconds_per_step_max": max(timing["seconds_per_step_repeats"]), **timing}
   if jax_row:
     # What the first call costs beyond a steady-state step: tracing, lowering and compiling.
-    row["compile_seconds"] = max(timing["first_call_seconds"] - median, 0.0)
+    row["compile_seconds"] = max(timing["first_call_seconds"] - timing["first_call_steps"] * median, 0.0)
   return row
 
 
@@ -520,7 +525,8 @@ def _chunk_row(args, method, step, state, mesh):
   from pah_jax import train
 
   compiled = train.use_compiled_loops(args.chunk_loop)
-  chunk = train.make_train_chunk(step, args.batch_size, compiled, method.metric_names)
+  chunk = train.make_train_chunk(step, args.batch_size, compiled, method.metric_names,
+                                 static_length=not args.traced_chunk)
   n = args.steps * args.batch_size
   rng = np.random.default_rng(args.seed + 2)
   x, y = synthetic_batch(rng, n, args.image_size, args.classes_per_task)
@@ -529,17 +535,19 @@ def _chunk_row(args, method, step, state, mesh):
   holder = {"state": state, "epoch": 0}
   del state
 
-  def call(num_batches):
-    holder["state"], holder["metrics"] = chunk(holder["state"], images, labels, n, task_id, holder["epoch"], 0,
-                                               num_batches)
-    holder["epoch"] += 1  # a fresh permutation each call, as successive epochs
+  def call():
+    # One epoch of `steps` batches; each call the next epoch, with a fresh permutation.
+    holder["state"], holder["metrics"] = chunk(holder["state"], images, labels, n, task_id,
+                                               holder["epoch"] * args.steps, args.steps)
+    holder["epoch"] += 1
 
-  # First call: one batch (compile + one step). The warm-up is a whole chunk: the Python loop's
-  # metric sums dispatch (and compile) their first ops only from a second batch on.
-  timer = Timed(lambda: call(args.steps), lambda: jax.block_until_ready(holder["state"]), args.steps,
-                first=lambda: call(1), warm=lambda: call(min(max(args.warmup - 1, 2), args.steps)))
+  # The first call compiles the loop (with a static length, for exactly this length) and runs
+  # a whole chunk, whose steps summarize() subtracts from it.
+  timer = Timed(call, lambda: jax.block_until_ready(holder["state"]), args.steps, first=call, warm=call,
+                first_steps=args.steps)
   timer.warm_up()
-  facts = {"loop": "compiled" if compiled else "python", "task_id": task_id}
+  facts = {"loop": "compiled" if compiled else "python", "task_id": task_id,
+           "static_length": compiled and not args.traced_chunk}
   facts["last_metrics"] = lambda: {k: float(v) for k, v in jax.device_get(holder["metrics"]).items()}
   return timer, facts
 

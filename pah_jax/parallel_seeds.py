@@ -201,20 +201,19 @@ def _train_task(chunk, state, images, labels, n_train, task_id, cfg, writers, pr
   """All epochs of task `task_id` for every seed at once (task-end checkpoints only)."""
   steps_per_epoch = n_train // cfg.batch_size
   num_valid = jnp.full((images.shape[0],), n_train, jnp.int32)
-  progress.start_task(task_id, cfg.epochs * steps_per_epoch)
+  total = cfg.epochs * steps_per_epoch
+  progress.start_task(task_id, total)
   step = int(state.step[0])
-  for epoch in range(cfg.epochs):
-    batch = 0
-    while batch < steps_per_epoch:
-      n = min(cfg.log_every_steps, steps_per_epoch - batch)
-      t0 = time.time()
-      state, chunk_metrics = chunk(state, images, labels, num_valid, task_id, epoch, batch, n)
-      chunk_metrics = jax.device_get(chunk_metrics)
-      batch, step = batch + n, step + n
-      train_lib.check_finite(chunk_metrics, task_id, epoch, batch)
-      rate = n * cfg.batch_size * images.shape[0] / max(time.time() - t0, 1e-9)
-      for i, w in enumerate(writers):
-        w.scalars(step, {f"train/{k}": float(v[i]) for k, v in chunk_metrics.items()}
-                  | {"train/images_per_second_all_seeds": rate, "train/task": task_id})
-      progress.advance(n, epoch, {k: float(np.mean(v)) for k, v in chunk_metrics.items()})
+  for first, n in train_lib.chunk_plan(0, total, min(cfg.log_every_steps, steps_per_epoch)):
+    t0 = time.time()
+    state, chunk_metrics = chunk(state, images, labels, num_valid, task_id, first, n)
+    chunk_metrics = jax.device_get(chunk_metrics)
+    step += n
+    epoch, batch = train_lib.epoch_and_batch(first + n, steps_per_epoch)
+    train_lib.check_finite(chunk_metrics, task_id, epoch, batch)
+    rate = n * cfg.batch_size * images.shape[0] / max(time.time() - t0, 1e-9)
+    for i, w in enumerate(writers):
+      w.scalars(step, {f"train/{k}": float(v[i]) for k, v in chunk_metrics.items()}
+                | {"train/images_per_second_all_seeds": rate, "train/task": task_id})
+    progress.advance(n, epoch, {k: float(np.mean(v)) for k, v in chunk_metrics.items()})
   return state

@@ -96,12 +96,21 @@ def use_compiled_loops(loop: str) -> bool:
   return loop == "compiled"
 
 
-def make_train_chunk(step: Callable, batch_size: int, compiled: bool, metric_names, seeds: bool = False) -> Callable:
-  """Runs `num_batches` steps of an epoch, starting at batch `first_batch`, on device-resident data.
+def make_train_chunk(step: Callable, batch_size: int, compiled: bool, metric_names, seeds: bool = False,
+                     static_length: bool = True) -> Callable:
+  """Runs `num_steps` steps of a task from its step `first_step`, on device-resident data.
 
-  The epoch's order is a permutation drawn from (task, epoch), so it is the same whenever
-  the chunk runs: a resumed run sees exactly the data order of an uninterrupted one.
-  Returns the new state and the metrics averaged over the chunk.
+  A task's steps run epoch after epoch: with E = num_valid // batch_size steps per epoch, its
+  step g is batch g % E of epoch g // E, in that epoch's order, a permutation drawn from
+  (task, epoch). So a step's batch never depends on how the steps were chunked, and a resumed
+  run sees exactly the data order of an uninterrupted one. A chunk may cross one epoch's end
+  (num_steps <= E). Returns the new state and the metrics averaged over the chunk.
+
+  Compiled loops take `num_steps` as a static Python int (static_length), so XLA knows the
+  loop's trip count. With an unknown count XLA's GPU runtime copies the loop condition to the
+  host and waits for the device after every step, so the host cannot queue a step's kernels
+  while the device still runs the previous one. Each distinct num_steps compiles once;
+  `chunk_plan` keeps a run to one or two lengths.
 
   seeds=True: several runs at once (`pah_jax.parallel_seeds`). State, images, labels and
   num_valid carry a leading seed axis and every per-run function is `jax.vmap`ped over it, so
@@ -109,45 +118,71 @@ def make_train_chunk(step: Callable, batch_size: int, compiled: bool, metric_nam
   """
   over_seeds = lambda f, *axes: jax.vmap(f, in_axes=axes) if seeds else f
 
-  def batch_at(images, labels, perm, b):
-    idx = jax.lax.dynamic_slice(perm, (b * batch_size,), (batch_size,))
+  def orders(state, images, num_valid, task_id, first_step):
+    """The permutations of the epoch holding `first_step` and of the next: (2, size)."""
+    epoch = first_step // (num_valid // batch_size)
+    key = jax.random.fold_in(jax.random.fold_in(state.rng, 1), task_id)  # stream 1: data order
+    return jnp.stack([epoch_permutation(jax.random.fold_in(key, epoch + i), num_valid, images.shape[0])
+                      for i in (0, 1)])
+
+  def batch_at(images, labels, perms, num_valid, first_step, g):
+    steps_per_epoch = num_valid // batch_size
+    epoch, b = g // steps_per_epoch, g % steps_per_epoch
+    row = epoch - first_step // steps_per_epoch  # 0: the chunk's first epoch, 1: the next
+    idx = jax.lax.dynamic_slice(perms, (row, b * batch_size), (1, batch_size))[0]
     return images[idx], labels[idx]
 
-  def permutation(state, images, num_valid, task_id, epoch):
-    key = jax.random.fold_in(jax.random.fold_in(jax.random.fold_in(state.rng, 1), task_id), epoch)
-    return epoch_permutation(key, num_valid, images.shape[0])
-
-  def chunk(state: TrainState, images, labels, num_valid, task_id, epoch, first_batch, num_batches):
-    perm = permutation(state, images, num_valid, task_id, epoch)
+  def chunk(state: TrainState, images, labels, num_valid, task_id, first_step, num_steps):
+    perms = orders(state, images, num_valid, task_id, first_step)
     sums = {name: jnp.zeros((), jnp.float32) for name in metric_names}
 
     def body(i, carry):
       state, sums = carry
-      state, metrics = step(state, *batch_at(images, labels, perm, first_batch + i), task_id)
+      state, metrics = step(state, *batch_at(images, labels, perms, num_valid, first_step, first_step + i),
+                            task_id)
       return state, jax.tree_util.tree_map(jnp.add, sums, metrics)
 
-    state, sums = jax.lax.fori_loop(0, num_batches, body, (state, sums))
-    return state, jax.tree_util.tree_map(lambda x: x / jnp.maximum(num_batches, 1), sums)
+    state, sums = jax.lax.fori_loop(0, num_steps, body, (state, sums))
+    return state, jax.tree_util.tree_map(lambda x: x / jnp.maximum(num_steps, 1), sums)
 
   if compiled:
-    return jax.jit(over_seeds(chunk, 0, 0, 0, 0, None, None, None, None), donate_argnums=(0,))
+    return jax.jit(over_seeds(chunk, 0, 0, 0, 0, None, None, None), donate_argnums=(0,),
+                   static_argnums=(6,) if static_length else ())
 
-  jit_permutation = jax.jit(over_seeds(permutation, 0, 0, 0, None, None))
+  jit_orders = jax.jit(over_seeds(orders, 0, 0, 0, None, None))
 
-  def one_step(state: TrainState, images, labels, perm, task_id, b):
-    return step(state, *batch_at(images, labels, perm, b), task_id)
+  def one_step(state: TrainState, images, labels, perms, num_valid, task_id, first_step, g):
+    return step(state, *batch_at(images, labels, perms, num_valid, first_step, g), task_id)
 
-  jit_step = jax.jit(over_seeds(one_step, 0, 0, 0, 0, None, None), donate_argnums=(0,))
+  jit_step = jax.jit(over_seeds(one_step, 0, 0, 0, 0, 0, None, None, None), donate_argnums=(0,))
 
-  def python_chunk(state: TrainState, images, labels, num_valid, task_id, epoch, first_batch, num_batches):
-    perm = jit_permutation(state, images, num_valid, task_id, epoch)
+  def python_chunk(state: TrainState, images, labels, num_valid, task_id, first_step, num_steps):
+    perms = jit_orders(state, images, num_valid, task_id, first_step)
     sums = None
-    for b in range(first_batch, first_batch + num_batches):
-      state, metrics = jit_step(state, images, labels, perm, task_id, b)
+    for g in range(first_step, first_step + num_steps):
+      state, metrics = jit_step(state, images, labels, perms, num_valid, task_id, first_step, g)
       sums = metrics if sums is None else jax.tree_util.tree_map(jnp.add, sums, metrics)
-    return state, jax.tree_util.tree_map(lambda x: x / num_batches, sums)
+    return state, jax.tree_util.tree_map(lambda x: x / num_steps, sums)
 
   return python_chunk
+
+
+def chunk_plan(first_step: int, total_steps: int, length: int, checkpoint_every: int = 0, step: int = 0):
+  """The chunks (first step, number of steps) that run a task's steps first_step..total_steps-1.
+
+  Chunks have `length` steps (the caller caps it at one epoch), aligned to multiples of it from
+  the task's start, so a resumed run logs at the steps of an uninterrupted one and a whole task
+  usually needs one compiled length, two with a remainder. With `checkpoint_every` they also
+  end on every multiple of it of the run's global step counter, whose value at first_step is
+  `step`.
+  """
+  g = first_step
+  while g < total_steps:
+    n = min(length - g % length, total_steps - g)
+    if checkpoint_every:
+      n = min(n, checkpoint_every - step % checkpoint_every)
+    yield g, n
+    g, step = g + n, step + n
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -406,32 +441,34 @@ def _train_task(run: _Run, state: TrainState, task_id: int, position: checkpoint
   if fresh:
     state = run.begin_task(state, task_id)
     position = checkpointing.Position(task_id, 0, 0)
-  run.progress.start_task(task_id, cfg.epochs * steps_per_epoch,
-                          done=position.epoch * steps_per_epoch + position.batch)
+  total = cfg.epochs * steps_per_epoch
+  run.progress.start_task(task_id, total, done=position.epoch * steps_per_epoch + position.batch)
   step = int(state.step)
   every = cfg.checkpoint_every_steps
-  for epoch in range(position.epoch, cfg.epochs):
-    batch = position.batch if epoch == position.epoch else 0
-    while batch < steps_per_epoch:
-      n = min(cfg.log_every_steps, steps_per_epoch - batch)
-      if every:
-        n = min(n, every - step % every)  # land exactly on checkpoint steps
-      t0 = time.time()
-      state, chunk_metrics = run.train_chunk(state, images, labels, len(y_np), task_id, epoch, batch, n)
-      chunk_metrics = jax.device_get(chunk_metrics)
-      batch, step = batch + n, step + n
-      rate = n * cfg.batch_size / max(time.time() - t0, 1e-9)
-      check_finite(chunk_metrics, task_id, epoch, batch)
-      run.writer.scalars(step, {f"train/{k}": float(v) for k, v in chunk_metrics.items()}
-                         | {"train/images_per_second": rate, "train/task": task_id})
-      run.progress.advance(n, epoch, chunk_metrics)
-      last_of_task = epoch == cfg.epochs - 1 and batch == steps_per_epoch
-      if not last_of_task and ((every and step % every == 0) or run.stop.requested):
-        here = (checkpointing.Position(task_id, epoch + 1, 0) if batch == steps_per_epoch
-                else checkpointing.Position(task_id, epoch, batch))
-        run.save(state, here, acc)
-        run.stop.raise_if_requested(here)
+  plan = chunk_plan(position.epoch * steps_per_epoch + position.batch, total,
+                    min(cfg.log_every_steps, steps_per_epoch), every, step)
+  for first, n in plan:
+    t0 = time.time()
+    state, chunk_metrics = run.train_chunk(state, images, labels, len(y_np), task_id, first, n)
+    chunk_metrics = jax.device_get(chunk_metrics)
+    done, step = first + n, step + n
+    rate = n * cfg.batch_size / max(time.time() - t0, 1e-9)
+    epoch, batch = epoch_and_batch(done, steps_per_epoch)
+    check_finite(chunk_metrics, task_id, epoch, batch)
+    run.writer.scalars(step, {f"train/{k}": float(v) for k, v in chunk_metrics.items()}
+                       | {"train/images_per_second": rate, "train/task": task_id})
+    run.progress.advance(n, epoch, chunk_metrics)
+    if done < total and ((every and step % every == 0) or run.stop.requested):
+      here = checkpointing.Position(task_id, *divmod(done, steps_per_epoch))
+      run.save(state, here, acc)
+      run.stop.raise_if_requested(here)
   return state
+
+
+def epoch_and_batch(done: int, steps_per_epoch: int) -> tuple[int, int]:
+  """After `done` steps of a task: the epoch of the last one and the steps done in that epoch."""
+  epoch, batch = divmod(done - 1, steps_per_epoch)
+  return epoch, batch + 1
 
 
 def check_finite(metrics: dict, task: int, epoch: int, batch: int) -> None:

@@ -25,24 +25,64 @@ def _results_without_time(workdir):
 
 @pytest.mark.parametrize("compiled", [False, True])
 def test_train_step_compiles_once_across_tasks(npz_path, compiled):
-  """Task id is traced and shapes are fixed: tasks 0 and 1, several chunk sizes, one trace."""
+  """Task id is traced and shapes are fixed: tasks 0 and 1 share one trace of the step. The
+  Python loop traces it once for any chunk length; the compiled loop once per chunk length
+  (a static trip count), however many tasks and chunks use that length."""
   chex.clear_trace_counter()
   config = tiny_config(npz_path)
   seq = data_lib.load_tasks(config.data, config.seed)
   method = train.build_method(config, seq)
   state = train.create_state(method, config)
-  step = chex.assert_max_traces(train.make_train_step(method, augment=False, mean=seq.mean, std=seq.std), n=1)
+  lengths = (2, 4)
+  step = chex.assert_max_traces(train.make_train_step(method, augment=False, mean=seq.mean, std=seq.std),
+                                n=len(lengths) if compiled else 1)
   chunk = train.make_train_chunk(step, batch_size=16, compiled=compiled, metric_names=method.metric_names)
   begin, end = jax.jit(method.begin_task), jax.jit(method.end_task)
   for task_id in (0, 1):
     t = seq.tasks[task_id]
     state = begin(state, task_id)
-    for first, n in ((0, 2), (2, 4)):  # different chunk lengths: still one trace
-      state, metrics = chunk(state, t.x_train, t.y_train, len(t.y_train), task_id, 0, first, n)
+    for first, n in ((0, 2), (2, 4), (6, 4), (10, 2)):  # 6 steps per epoch: two chunks cross its end
+      state, metrics = chunk(state, t.x_train, t.y_train, len(t.y_train), task_id, first, n)
       assert np.isfinite(metrics["loss"])
     state = end(state, t.x_train, t.y_train, len(t.y_train), task_id)
-  assert int(state.step) == 12
+  assert int(state.step) == 24
   chex.clear_trace_counter()
+
+
+@pytest.mark.parametrize("compiled", [False, True])
+def test_a_tasks_steps_do_not_depend_on_how_they_are_chunked(npz_path, compiled):
+  """Step g trains on batch g % E of epoch g // E whatever the chunks: chunks that cross an
+  epoch's end give the parameters of whole-epoch chunks, and the data order of different
+  epochs differs (6 steps per epoch here)."""
+  config = tiny_config(npz_path)
+  seq = data_lib.load_tasks(config.data, config.seed)
+  method = train.build_method(config, seq)
+  t = seq.tasks[0]
+  step = train.make_train_step(method, augment=False, mean=seq.mean, std=seq.std)
+  chunk = train.make_train_chunk(step, batch_size=16, compiled=compiled, metric_names=method.metric_names)
+
+  def run(plan):
+    state = jax.jit(method.begin_task)(train.create_state(method, config), 0)
+    for first, n in plan:
+      state, _ = chunk(state, t.x_train, t.y_train, len(t.y_train), 0, first, n)
+    return jax.device_get(state.params)
+
+  by_epoch = run([(0, 6), (6, 6)])
+  chex.assert_trees_all_close(run([(0, 4), (4, 4), (8, 4)]), by_epoch, rtol=1e-5, atol=1e-6)
+  if not compiled:  # (each new length compiles the loop again: slow on a CPU)
+    chex.assert_trees_all_close(run(train.chunk_plan(0, 12, 5)), by_epoch, rtol=1e-5, atol=1e-6)
+  with pytest.raises(AssertionError):  # epoch 1 in epoch 0's order is another run
+    chex.assert_trees_all_close(run([(0, 6), (0, 6)]), by_epoch, rtol=1e-5, atol=1e-6)
+
+
+def test_chunk_plan_aligns_chunks_and_lands_on_checkpoint_steps():
+  assert list(train.chunk_plan(0, 12, 4)) == [(0, 4), (4, 4), (8, 4)]
+  assert list(train.chunk_plan(0, 10, 4)) == [(0, 4), (4, 4), (8, 2)]
+  # A resumed task finishes its interrupted chunk, then logs where an uninterrupted run does.
+  assert list(train.chunk_plan(5, 12, 4)) == [(5, 3), (8, 4)]
+  # checkpoint_every counts the run's global steps (here 100 before the task's step 0).
+  assert list(train.chunk_plan(0, 12, 4, checkpoint_every=6, step=100)) == [(0, 2), (2, 2), (4, 4), (8, 4)]
+  assert not list(train.chunk_plan(12, 12, 4))
 
 
 def test_resume_after_a_crash_equals_uninterrupted_run(npz_path, tmp_path, monkeypatch):
