@@ -1,13 +1,21 @@
 """Everything a run keeps in its workdir, behind one small class over Orbax's CheckpointManager.
 
 workdir/
-  checkpoints/<step>/{state,meta}  Orbax: the TrainState pytree + JSON metadata (where the run
-                                   stands, accuracy matrix, wall time, config, class order)
+  checkpoints/<step>/{state,meta}  Orbax: the TrainState's arrays packed into one flat array per
+                                   dtype + JSON metadata (where the run stands, accuracy matrix,
+                                   wall time, config, class order, and the packing: each
+                                   array's path, dtype and shape)
   tensorboard/                     scalars (also as metrics.jsonl)
   results.json, *.png              written when the last task is done
 
 Checkpoints are written by Orbax atomically (a temporary directory renamed when complete),
 synchronously, so a finished task's checkpoint is on disk before the next task starts.
+
+Why packed: Orbax pays about 1.3 ms of work per array (measured on a 2-core CPU: 0.45 s for 345
+arrays of 80 kB, 0.03 s for one array of their total size), and a PAH state has about 350
+arrays (parameters, two optimiser states, the frozen old model). One array per dtype makes a
+checkpoint cost its bytes, written uncompressed. `read_state` unpacks a checkpoint without a
+template.
 """
 
 import contextlib
@@ -18,13 +26,14 @@ import signal
 import socket
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 from pah_jax.errors import Stopped
 from pah_jax.errors import UserError
 
 # Bumped whenever the checkpoint layout changes; a checkpoint of another layout is refused.
-LAYOUT_VERSION = 2  # 2: TrainState.extra holds each method's own state
+LAYOUT_VERSION = 3  # 2: TrainState.extra holds each method's own state; 3: arrays packed per dtype
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,7 +63,9 @@ class Checkpointer:
     # cleanup_tmp_directories: a write cut short by a kill leaves a temporary directory; drop it.
     options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, enable_async_checkpointing=False,
                                            cleanup_tmp_directories=True)
-    self.manager = ocp.CheckpointManager(self.path("checkpoints"), options=options)
+    # Uncompressed: float parameters barely compress (8% here) and zstd doubled the save time.
+    handlers = {"state": ocp.PyTreeCheckpointHandler(use_compression=False), "meta": ocp.JsonCheckpointHandler()}
+    self.manager = ocp.CheckpointManager(self.path("checkpoints"), options=options, item_handlers=handlers)
     # Orbax removes leftover temporary directories in a background thread; wait for it, so it
     # neither races other file-system users (TFDS) nor dies noisily when a run exits early.
     getattr(self.manager, "_maybe_await_cleanup_tmp_directory", lambda: None)()
@@ -102,22 +113,50 @@ class Checkpointer:
 
   def save(self, state, meta: dict) -> None:
     step = int(jax.device_get(state.step))
-    meta = {**meta, "layout_version": LAYOUT_VERSION, "step": step}
-    self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+    packed, packing = pack(state)
+    meta = {**meta, "layout_version": LAYOUT_VERSION, "step": step, "packing": packing}
+    self.manager.save(step, args=ocp.args.Composite(state=ocp.args.PyTreeSave(packed),
                                                     meta=ocp.args.JsonSave(meta)), force=True)
     self.manager.wait_until_finished()
 
+  def _restore_packed(self, step: int, packing: list) -> dict:
+    sizes = {}
+    for entry in packing:
+      sizes[entry["dtype"]] = sizes.get(entry["dtype"], 0) + int(np.prod(entry["shape"], dtype=np.int64))
+    packed = self._restore(step, state=ocp.args.PyTreeRestore(
+        restore_args={dtype: ocp.RestoreArgs(restore_type=np.ndarray) for dtype in sizes}))["state"]
+    if {dtype: np.shape(x) for dtype, x in packed.items()} != {dtype: (n,) for dtype, n in sizes.items()}:
+      raise ValueError("packed arrays do not match the checkpoint's packing")
+    return packed
+
   def restore(self, template):
-    """(state, meta) of the newest checkpoint whose state reads back with the structure,
-    shapes and dtypes of `template`; unreadable newer checkpoints are skipped."""
-    abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, template)
+    """(state, meta) of the newest checkpoint whose arrays have the paths, shapes and dtypes of
+    `template`'s, placed as `template`'s are; unreadable newer checkpoints are skipped."""
+    paths, treedef = jax.tree_util.tree_flatten_with_path(template)
+    expected = packing_of(paths)
     for step, meta in self._readable_steps():
+      if meta.get("packing") != expected:
+        raise UserError(f"checkpoint {step} in {self.workdir} holds other arrays than this config's model "
+                        f"({_first_difference(meta.get('packing'), expected)}): use a new --workdir")
       try:
-        return self._restore(step, state=ocp.args.StandardRestore(abstract))["state"], meta
+        leaves = unpack(self._restore_packed(step, meta["packing"]), meta["packing"])
       except Exception as e:  # pylint: disable=broad-except
         print(f"warning: checkpoint {step} is unreadable ({type(e).__name__}); using the previous one", flush=True)
         self.manager.delete(step)
+        continue
+      placed = [jax.device_put(x, getattr(t, "sharding", None)) for x, (_, t) in zip(leaves, paths)]
+      return jax.tree_util.tree_unflatten(treedef, placed), meta
     raise UserError(f"no readable checkpoint is left in {self.workdir}: use a new --workdir")
+
+  def read_state(self, step: int | None = None) -> tuple[dict, dict]:
+    """(arrays, meta) of checkpoint `step` (default: the newest readable), without a template:
+    `arrays` maps each array's path (e.g. "params['backbone']['conv_init']['kernel']") to a
+    NumPy array. For looking into a run; training resumes through `restore`."""
+    for readable, meta in self._readable_steps():
+      if step is None or readable == step:
+        leaves = unpack(self._restore_packed(readable, meta["packing"]), meta["packing"])
+        return {entry["path"]: x for entry, x in zip(meta["packing"], leaves)}, meta
+    raise UserError(f"no readable checkpoint {'' if step is None else step} in {self.workdir}")
 
   @contextlib.contextmanager
   def locked(self):
@@ -152,6 +191,42 @@ class Checkpointer:
 
   def __exit__(self, *exc):
     self.close()
+
+
+def packing_of(paths_and_leaves) -> list[dict]:
+  """Path, dtype and shape of every array, in flattening order (what `pack` stores)."""
+  return [{"path": jax.tree_util.keystr(path), "dtype": np.dtype(leaf.dtype).name, "shape": list(leaf.shape)}
+          for path, leaf in paths_and_leaves]
+
+
+def pack(tree) -> tuple[dict, list]:
+  """One flat host array per dtype of `tree`'s arrays, concatenated in flattening order, and
+  the packing that `unpack` needs to split them again."""
+  paths_and_leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+  leaves = jax.device_get([leaf for _, leaf in paths_and_leaves])
+  packing = packing_of(zip([p for p, _ in paths_and_leaves], leaves))
+  groups = {}
+  for entry, leaf in zip(packing, leaves):
+    groups.setdefault(entry["dtype"], []).append(np.ravel(leaf))
+  return {dtype: np.concatenate(parts) for dtype, parts in groups.items()}, packing
+
+
+def unpack(packed: dict, packing: list) -> list:
+  """The arrays `pack` packed, in flattening order (views into `packed`)."""
+  offsets, leaves = dict.fromkeys(packed, 0), []
+  for entry in packing:
+    size, start = int(np.prod(entry["shape"], dtype=np.int64)), offsets[entry["dtype"]]
+    leaves.append(np.asarray(packed[entry["dtype"]])[start:start + size].reshape(entry["shape"]))
+    offsets[entry["dtype"]] = start + size
+  return leaves
+
+
+def _first_difference(stored, expected) -> str:
+  stored = stored or []
+  for got, want in zip(stored, expected):
+    if got != want:
+      return f"{got['path']} {got['dtype']}{got['shape']} where {want['path']} {want['dtype']}{want['shape']} is expected"
+  return f"{len(stored)} arrays where {len(expected)} are expected"
 
 
 def _lock_is_live(path: str) -> bool:

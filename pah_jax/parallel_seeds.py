@@ -130,12 +130,13 @@ def _train(configs, ckpts, metas, stop) -> list[dict]:
   compiled = train_lib.use_compiled_loops(cfg.loop)
   step = train_lib.make_train_step(method, augment=cfg.augment, mean=tasks[0].mean, std=tasks[0].std)
   chunk = train_lib.make_train_chunk(step, cfg.batch_size, compiled, method.metric_names, seeds=True)
-  # The step and the logits close over nothing seed-specific; begin_task (initial prototypes)
-  # and end_task (the task's own data) may, so they run per seed.
+  # No method function closes over anything seed-specific (base.Method), so every seed runs
+  # the first seed's compiled begin_task and end_task, one after another (not vmapped: each
+  # seed's task-boundary work stays exactly what it is in a separate run).
   evaluate = train_lib.make_task_evaluate(config, method, tasks[0], compiled)
   identity = lambda state, *unused: state
-  begin = [jax.jit(m.begin_task or identity) for m in methods_]
-  end = [jax.jit(m.end_task) if m.end_task else None for m in methods_]
+  begin = jax.jit(method.begin_task or identity)
+  end = jax.jit(method.end_task) if method.end_task else None
   writers = [reporting.MetricWriter(ck.tensorboard_dir) for ck in ckpts]
   progress = reporting.Progress(k_tasks)
   try:
@@ -145,7 +146,7 @@ def _train(configs, ckpts, metas, stop) -> list[dict]:
         continue
       clock = _PhaseClock()
       with clock("begin_task"):
-        per_seed = [begin[i](s, task_id) for i, s in enumerate(unstack(state, n))]
+        per_seed = [begin(s, task_id) for s in unstack(state, n)]
         images = jnp.asarray(np.stack([train_lib.pad_to(ts[task_id][0], size) for ts in train_sets]))
         labels = jnp.asarray(np.stack([train_lib.pad_to(ts[task_id][1], size) for ts in train_sets]))
         state = stack(per_seed)
@@ -163,8 +164,8 @@ def _train(configs, ckpts, metas, stop) -> list[dict]:
       progress.end_task(task_id, acc[:, task_id, :task_id + 1].mean(0),
                         metrics_lib.summarize(acc.mean(0), upto=task_id))
       with clock("end_task"):
-        if end[0] is not None:
-          per_seed = [end[i](s, images[i], labels[i], n_train, task_id) for i, s in enumerate(per_seed)]
+        if end is not None:
+          per_seed = [end(s, images[i], labels[i], n_train, task_id) for i, s in enumerate(per_seed)]
         state = stack(per_seed)
       position = checkpointing.Position(task=task_id + 1, epoch=0, batch=0)
       with clock("checkpoint"):

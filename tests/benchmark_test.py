@@ -106,3 +106,17 @@ def test_sequence_only_reports_total_and_first_task(tmp_path):
   assert sequence["total_seconds"] > 0
   assert len(sequence["per_task_seconds"]) == 2  # read back from the task-end checkpoints
   assert 0 < sequence["first_task_seconds"] <= sequence["total_seconds"]
+
+
+def test_checkpoint_speed_times_both_layouts(tmp_path):
+  """experiments/checkpoint_speed.py: both layouts save and restore a real PAH state."""
+  out = tmp_path / "ckpt.json"
+  env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+  cmd = [sys.executable, os.path.join(ROOT, "experiments", "checkpoint_speed.py"), "--width", "0.0625",
+         "--num-tasks", "2", "--repeats", "2", "--out", str(out)]
+  proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  result = json.loads(out.read_text())
+  assert result["arrays"] > 100  # parameters, two optimiser states and the old model
+  for layout in ("orbax_per_array", "packed"):
+    assert len(result[layout]["save_seconds"]) == 2 and result[layout]["restore_seconds"] > 0

@@ -325,7 +325,7 @@ def _step_runs(batch_norm):
     step = hypernet.make_pah_step(nets, dataclasses.replace(settings, lambda_sp=lambda_sp), main_opt, proto_opt)
     return step(state, methods.Batch(images_lib.normalize(x, MEAN, STD), x, y, task_id))
 
-  begin_task = jit(hypernet.make_begin_task(nets, protos))
+  begin_task = jit(hypernet.make_begin_task(nets))
   x, y = _images()
   s0, m0 = run(begin_task(state, 0), x, y, 0, 1.0)
   s1 = begin_task(hypernet.end_task(s0), 1)
@@ -363,7 +363,7 @@ def test_prototype_classification_term_moves_only_the_current_prototypes():
   settings = dataclasses.replace(hypernet.StepSettings.from_config(config), lambda_sp=0.0)
   assert settings.lambda_hp == 0.0  # off by default
   main_opt, proto_opt = optim.main_optimizer(config.optim), optim.prototype_optimizer(config.optim)
-  begin_task = jit(hypernet.make_begin_task(nets, protos))
+  begin_task = jit(hypernet.make_begin_task(nets))
   s1 = begin_task(hypernet.end_task(begin_task(state, 0)), 1)
   x, y = _images(seed=1)
   batch = methods.Batch(images_lib.normalize(x, MEAN, STD), x, y, 1)
@@ -445,3 +445,20 @@ class VariantsTest(chex.TestCase):
                                    state.params["prototypes"].reshape(K * C, S, S, 3), train=False)
     expected = np.einsum("kpd,kcd->kpc", np.asarray(features).reshape(K, C, D), weights)
     np.testing.assert_allclose(logits, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_begin_task_takes_each_runs_initial_prototypes_from_its_state():
+  """begin_task closes over no run's values (parallel seeds share one compile of it): one
+  jitted begin_task resets task 1's prototypes of two runs to each run's own initial ones."""
+  protos, state = _tiny()
+  other_protos = protos[::-1].copy()
+  other = state.replace(params={**state.params, "prototypes": jnp.asarray(other_protos)},
+                        extra={**state.extra, "init_codes": jnp.asarray(other_protos)})
+  begin_task = chex.assert_max_traces(hypernet.make_begin_task(_nets()), n=1)
+  jitted = jit(begin_task)
+  for run, initial in ((state, protos), (other, other_protos)):
+    moved = run.replace(params={**run.params, "prototypes": run.params["prototypes"] + 1.0})
+    after = jitted(moved, 1)
+    np.testing.assert_array_equal(after.params["prototypes"][1], initial[1])
+    np.testing.assert_array_equal(after.params["prototypes"][0], initial[0] + 1.0)  # other tasks untouched
+  chex.clear_trace_counter()

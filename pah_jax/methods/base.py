@@ -49,7 +49,9 @@ class Method:
     predictions for evaluation.
   begin_task(state, task_id) / end_task(state, images_u8, labels, num_valid, task_id): run once
     around each task (jitted by the loop; `images_u8` are the task's padded training arrays,
-    the first `num_valid` real).
+    the first `num_valid` real). Like `step` they close over nothing that differs between
+    runs of one config (seed, data): what a run needs lives in its state, so runs of several
+    seeds at once (`pah_jax.parallel_seeds`) share one compile of each.
   """
 
   name: str

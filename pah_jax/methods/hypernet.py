@@ -14,8 +14,9 @@ hnet: the same hypernetwork and the same L_hm + lambda_sm L_sm, but the task cod
   beta * mean_{j<k} ||Upsilon(e_j) - Upsilon*(e*_j)||^2 (hnet.output_reg, 0 = off).
 
 TrainState.extra: the model frozen at the end of the previous task (teacher: `old_params`,
-`old_batch_stats`); for PAH also the prototype optimiser's state and the teacher's logits on
-the old prototypes (fixed for a whole task, computed once in begin_task).
+`old_batch_stats`), the tasks' initial codes (`init_codes`); for PAH also the prototype
+optimiser's state and the teacher's logits on the old prototypes (fixed for a whole task,
+computed once in begin_task).
 """
 
 import dataclasses
@@ -132,17 +133,17 @@ def make_pah_step(nets: pah.Networks, s: StepSettings, main_opt: optax.GradientT
   return step
 
 
-def make_begin_task(nets: pah.Networks, init_codes, prototype_logits: bool = True):
-  """Before task k: its code (P_k or e_k) gets its initial value (codes of unseen tasks only
-  receive weight decay until then, which this undoes) and, for PAH, the teacher's prototype
-  logits f_{k-1}(P_j | j) are computed once: the frozen old model and old prototypes do not
-  change during task k."""
-  init = jnp.asarray(init_codes)
+def make_begin_task(nets: pah.Networks, prototype_logits: bool = True):
+  """Before task k: its code (P_k or e_k) gets its initial value, kept in the state as
+  extra["init_codes"] (codes of unseen tasks only receive weight decay until then, which this
+  undoes), and, for PAH, the teacher's prototype logits f_{k-1}(P_j | j) are computed once:
+  the frozen old model and old prototypes do not change during task k. The function closes
+  over nothing of one run, so parallel seeds share one compile of it."""
   key = "prototypes" if prototype_logits else "embeddings"
 
   def begin_task(state: base.TrainState, task_id) -> base.TrainState:
-    params = {**state.params, key: state.params[key].at[task_id].set(init[task_id])}
     extra = state.extra
+    params = {**state.params, key: state.params[key].at[task_id].set(extra["init_codes"][task_id])}
     if prototype_logits:
       teacher = pah.prototype_logits(nets, extra["old_params"], extra["old_batch_stats"],
                                      batch_statistics=nets.prototype_batch_stats)
@@ -177,14 +178,15 @@ def build_pah(setup: base.Setup, init_prototypes=None) -> base.Method:
 
   def init_extra(params, batch_stats):
     return {"proto_opt_state": proto_opt.init(params), "old_params": params, "old_batch_stats": batch_stats,
-            "teacher_proto_logits": jnp.zeros((k, c, c), jnp.float32)}
+            "teacher_proto_logits": jnp.zeros((k, c, c), jnp.float32),
+            "init_codes": jnp.asarray(init_prototypes, jnp.float32)}
 
   return base.Method(
       name="pah", metric_names=PAH_METRICS,
       init=lambda key: init_params(nets, key, jnp.asarray(init_prototypes), setup.image_shape),
       optimizer=main_opt, step=make_pah_step(nets, StepSettings.from_config(config), main_opt, proto_opt),
       logits=evaluation_logits(nets), init_extra=init_extra,
-      begin_task=make_begin_task(nets, init_prototypes), end_task=end_task, removed_from_training=removed)
+      begin_task=make_begin_task(nets), end_task=end_task, removed_from_training=removed)
 
 
 def build_pah_for(config, init_prototypes, image_shape, mean, std) -> base.Method:
@@ -236,5 +238,6 @@ def build_hnet(setup: base.Setup) -> base.Method:
       name="hnet", metric_names=HNET_METRICS,
       init=lambda key: init_params(nets, key, jnp.asarray(init_embeddings), setup.image_shape),
       optimizer=main_opt, step=step, logits=evaluation_logits(nets),
-      init_extra=lambda params, batch_stats: {"old_params": params, "old_batch_stats": batch_stats},
-      begin_task=make_begin_task(nets, init_embeddings, prototype_logits=False), end_task=end_task)
+      init_extra=lambda params, batch_stats: {"old_params": params, "old_batch_stats": batch_stats,
+                                              "init_codes": jnp.asarray(init_embeddings)},
+      begin_task=make_begin_task(nets, prototype_logits=False), end_task=end_task)
