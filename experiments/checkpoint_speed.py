@@ -36,7 +36,8 @@ def _orbax_per_array(directory: str):
 
   def restore(template):
     abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, template)
-    return manager.restore(manager.latest_step(), args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))
+    return manager.restore(manager.latest_step(),
+                           args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))["state"]
 
   return save, restore, manager.close
 
@@ -61,7 +62,8 @@ def measure(state, make, repeats: int) -> dict:
       save(state)
       saves.append(time.perf_counter() - t0)
     t0 = time.perf_counter()
-    jax.block_until_ready(restore(state))
+    restored = restore(state)
+    jax.block_until_ready(restored[0] if isinstance(restored, tuple) else restored)  # packed: (state, meta)
     restore_seconds = time.perf_counter() - t0
     close()
   return {"save_seconds": saves, "save_median": statistics.median(saves), "restore_seconds": restore_seconds}
