@@ -135,4 +135,7 @@ def get_config() -> ml_collections.ConfigDict:
   t.parallel_seeds = 1
   t.checkpoint_every_steps = 0  # 0 = only at task ends; otherwise also every N steps inside a task
   t.keep_checkpoints = 2
+  # Compiled XLA programs the command line keeps on disk across runs ("" = off): a rerun, a
+  # resume or another seed of the same config skips its compiles (a toy first task: 12.1 -> 3.6 s).
+  t.compilation_cache = "~/.cache/pah_jax/xla"
   return c

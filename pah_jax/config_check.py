@@ -84,11 +84,13 @@ _RANGES = {
 
 # Keys that may differ between the run that wrote a checkpoint and the run resuming it.
 RESUME_FREE_KEYS = ("train.log_every_steps", "train.parallel_seeds", "train.keep_checkpoints",
-                    "train.checkpoint_every_steps", "train.loop", "data.path", "data.download")
+                    "train.checkpoint_every_steps", "train.loop", "train.compilation_cache", "data.path",
+                    "data.download")
 
 # Keys added after checkpoints were written, with the value that reproduces what those runs
 # did: a saved config without the key counts as having that value.
-ADDED_KEYS = {"pah.lambda_hp": 0.0, "model.conv_init": "torchvision", "joint.eval_batch_norm": ""}
+ADDED_KEYS = {"pah.lambda_hp": 0.0, "model.conv_init": "torchvision", "joint.eval_batch_norm": "",
+              "train.compilation_cache": ""}
 
 
 # Keys only some methods read. A workdir may be resumed, or its results re-read, under a config
@@ -137,6 +139,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
     raise UserError("config pah.semantic_init=crop makes grey prototypes: set pah.prototype_channels=1 (or 0)")
   if not isinstance(config.model.pretrained, str):
     raise UserError(f"config model.pretrained={config.model.pretrained!r} must be a file path or empty")
+  if not isinstance(config.train.compilation_cache, str):
+    raise UserError(f"config train.compilation_cache={config.train.compilation_cache!r} must be a directory "
+                    "or empty (off)")
   if config.model.pretrained and not os.path.isfile(config.model.pretrained):
     raise UserError(f"config model.pretrained={config.model.pretrained}: no such file "
                     "(convert torchvision weights with experiments/convert_torchvision.py)")

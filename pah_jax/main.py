@@ -69,6 +69,7 @@ def main(argv: list[str]) -> None:
     config_check.validate(config)  # before JAX is imported: mistakes answer in a second
     from pah_jax import train  # pylint: disable=g-import-not-at-top
 
+    train.use_compilation_cache(config.train.compilation_cache)
     if config.train.parallel_seeds > 1:
       _train_parallel_seeds(config, _WORKDIR.value)
     else:

@@ -281,6 +281,20 @@ class _Run:
     return sharding.replicate((pad_to(x, self.padded_size), pad_to(y, self.padded_size)), self.mesh)
 
 
+def use_compilation_cache(path: str) -> None:
+  """Keeps every program this process compiles in `path` (train.compilation_cache; "" = off)
+  and reuses the ones earlier runs left there. JAX keys an entry by the whole program (closed-
+  over constants included), backend, versions and flags, so only an identical program is
+  reused: a rerun, a resume, another seed. A process-wide setting, so entry points call it
+  (the command line, the benchmark), not the library; JAX reads it when the process compiles
+  its first program, and later changes do nothing."""
+  if path:
+    jax.config.update("jax_compilation_cache_dir", os.path.expanduser(path))
+    # Every program of a run, not only those compiling longer than JAX's default 1 s: a run
+    # compiles a few dozen, and on a CPU most take under a second.
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Runs (or resumes, or re-reports) the whole task sequence; returns the results dict."""
   config_check.validate(config)

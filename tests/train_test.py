@@ -159,3 +159,30 @@ def test_cifar100_end_to_end_on_mock_data(tmp_path):
     records = [json.loads(line) for line in f]
   assert any("train/loss_sp" in r for r in records) and any("test/average_accuracy" in r for r in records)
   assert set(results) >= {"accuracy_matrix", "average_accuracy", "forgetting", "bwt", "config", "seconds"}
+
+
+def test_compilation_cache_keeps_programs_for_the_next_process(tmp_path):
+  """train.compilation_cache: a fresh process compiles into the directory; a second one reads
+  the entry back instead of compiling (JAX counts cache hits in its monitoring events)."""
+  import subprocess
+  import sys
+
+  code = """
+import sys
+import jax
+from jax import monitoring
+from pah_jax import train
+hits = []
+monitoring.register_event_listener(lambda event, **kw: hits.append(event) if 'cache_hits' in event else None)
+train.use_compilation_cache(sys.argv[1])
+jax.jit(lambda x: jax.numpy.sin(x) * 3.0 + 1.0)(jax.numpy.ones(7)).block_until_ready()
+print(len(hits))
+"""
+  cache = str(tmp_path / "xla cache")
+  env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+  runs = [subprocess.run([sys.executable, "-c", code, cache], capture_output=True, text=True, env=env, timeout=300,
+                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) for _ in range(2)]
+  for run in runs:
+    assert run.returncode == 0, run.stderr[-2000:]
+  assert os.listdir(cache)
+  assert int(runs[0].stdout.split()[-1]) == 0 and int(runs[1].stdout.split()[-1]) >= 1
