@@ -119,7 +119,8 @@ class Checkpointer:
                                                     meta=ocp.args.JsonSave(meta)), force=True)
     self.manager.wait_until_finished()
 
-  def _restore_packed(self, step: int, packing: list) -> dict:
+  def _read_leaves(self, step: int, packing: list) -> list:
+    """Checkpoint `step`'s arrays as host arrays, in the order of its `packing`."""
     sizes = {}
     for entry in packing:
       sizes[entry["dtype"]] = sizes.get(entry["dtype"], 0) + int(np.prod(entry["shape"], dtype=np.int64))
@@ -127,24 +128,24 @@ class Checkpointer:
         restore_args={dtype: ocp.RestoreArgs(restore_type=np.ndarray) for dtype in sizes}))["state"]
     if {dtype: np.shape(x) for dtype, x in packed.items()} != {dtype: (n,) for dtype, n in sizes.items()}:
       raise ValueError("packed arrays do not match the checkpoint's packing")
-    return packed
+    return unpack(packed, packing)
 
   def restore(self, template):
     """(state, meta) of the newest checkpoint whose arrays have the paths, shapes and dtypes of
     `template`'s, placed as `template`'s are; unreadable newer checkpoints are skipped."""
-    paths, treedef = jax.tree_util.tree_flatten_with_path(template)
-    expected = packing_of(paths)
+    paths_and_leaves, treedef = jax.tree_util.tree_flatten_with_path(template)
+    expected = packing_of(paths_and_leaves)
     for step, meta in self._readable_steps():
       if meta.get("packing") != expected:
         raise UserError(f"checkpoint {step} in {self.workdir} holds other arrays than this config's model "
                         f"({_first_difference(meta.get('packing'), expected)}): use a new --workdir")
       try:
-        leaves = unpack(self._restore_packed(step, meta["packing"]), meta["packing"])
+        leaves = self._read_leaves(step, meta["packing"])
       except Exception as e:  # pylint: disable=broad-except
         print(f"warning: checkpoint {step} is unreadable ({type(e).__name__}); using the previous one", flush=True)
         self.manager.delete(step)
         continue
-      placed = [jax.device_put(x, getattr(t, "sharding", None)) for x, (_, t) in zip(leaves, paths)]
+      placed = [jax.device_put(x, getattr(t, "sharding", None)) for x, (_, t) in zip(leaves, paths_and_leaves)]
       return jax.tree_util.tree_unflatten(treedef, placed), meta
     raise UserError(f"no readable checkpoint is left in {self.workdir}: use a new --workdir")
 
@@ -154,7 +155,7 @@ class Checkpointer:
     NumPy array. For looking into a run; training resumes through `restore`."""
     for readable, meta in self._readable_steps():
       if step is None or readable == step:
-        leaves = unpack(self._restore_packed(readable, meta["packing"]), meta["packing"])
+        leaves = self._read_leaves(readable, meta["packing"])
         return {entry["path"]: x for entry, x in zip(meta["packing"], leaves)}, meta
     raise UserError(f"no readable checkpoint {'' if step is None else step} in {self.workdir}")
 
