@@ -364,7 +364,7 @@ def prepare_finetune(args, config):
   mesh = data_mesh(args.batch_size)
   dtype = jnp.bfloat16 if config.model.dtype == "bfloat16" else jnp.float32
   backbone = models.ResNet18(width=config.model.width, stem=config.model.stem, dtype=dtype,
-                             conv_init=config.model.conv_init)
+                             conv_init=config.model.conv_init, small_map_convs=config.model.small_map_convs)
   c, s = args.classes_per_task, args.image_size
   mean = std = (0.5, 0.5, 0.5)  # official preset: data.normalization = half
   o = config.optim

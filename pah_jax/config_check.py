@@ -19,6 +19,7 @@ _CHOICES = {
     "data.normalization": ("dataset", "half"),
     "model.stem": ("cifar", "imagenet"),
     "model.conv_init": ("torchvision", "pytorch"),
+    "model.small_map_convs": ("matmul", "conv"),
     "model.batch_norm": ("running", "batch"),
     "model.teacher_batch_norm": ("", "running", "batch"),
     "model.prototype_batch_norm": ("", "running", "batch"),
@@ -90,7 +91,7 @@ RESUME_FREE_KEYS = ("train.log_every_steps", "train.parallel_seeds", "train.keep
 # Keys added after checkpoints were written, with the value that reproduces what those runs
 # did: a saved config without the key counts as having that value.
 ADDED_KEYS = {"pah.lambda_hp": 0.0, "model.conv_init": "torchvision", "joint.eval_batch_norm": "",
-              "train.compilation_cache": ""}
+              "train.compilation_cache": "", "model.small_map_convs": "conv"}
 
 
 # Keys only some methods read. A workdir may be resumed, or its results re-read, under a config

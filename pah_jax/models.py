@@ -11,6 +11,7 @@ from typing import Any, Callable, Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 # Initialisers of the backbone's convolutions (model.conv_init). Under BatchNorm a kernel's
 # scale does not change the function, but it sets how far one AdamW step turns it (about
@@ -25,6 +26,64 @@ CONV_INITS = {
 _kaiming_fan_in = nn.initializers.variance_scaling(2.0, "fan_in", "normal")
 
 
+_NHWC = ("NHWC", "HWIO", "NHWC")
+
+
+def _taps(size_in: int, size_out: int, stride: int, pad_low: int, kernel: int) -> np.ndarray:
+  """taps[i, o]: the kernel offset that links input position i to output position o along one
+  axis, or -1 where none does (o's window covers only padding there)."""
+  offset = np.arange(size_in)[:, None] - stride * np.arange(size_out)[None, :] + pad_low
+  return np.where((offset >= 0) & (offset < kernel), offset, -1)
+
+
+def small_map_conv(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
+                   dimension_numbers=None, feature_group_count=1, precision=None):
+  """`lax.conv_general_dilated`, but a map with fewer positions than the kernel has taps becomes
+  one matrix product (model.small_map_convs = "matmul"); any other convolution is passed on.
+
+  Why: a 3x3 convolution with padding 1 over a 1x1 map multiplies 8 of its 9 taps by padding
+  zeros, and over a 2x2 map 5 of 9 per position; XLA's convolutions compute them all. ResNet-18
+  with the `imagenet` stem meets such maps in stages 3-4 on 32x32 images and from stage 2 on
+  on 10x10 prototypes. Here every (input position, output position) pair gets the one kernel
+  tap that links them (zeros where none does) and the layer is
+  y[n, q] = sum_{p, c} x[n, p, c] W[p, q, c, :], over h*w input positions p and ho*wo output
+  positions q: h*w*ho*wo*C_in*C_out multiply-adds, fewer than the convolution's
+  ho*wo*kh*kw*C_in*C_out when h*w < kh*kw. It is the same function (zero padding contributes
+  exact zeros), so only the order of the float sums changes.
+  """
+  h, w = lhs.shape[1:3]
+  kh, kw = rhs.shape[:2]
+  plain = (feature_group_count != 1 or any(d != 1 for d in (lhs_dilation or ()) + (rhs_dilation or ()))
+           or isinstance(padding, str) and padding != "VALID"
+           or dimension_numbers != jax.lax.conv_dimension_numbers(lhs.shape, rhs.shape, _NHWC))
+  if plain or h * w >= kh * kw:
+    return jax.lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation,
+                                        rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,
+                                        feature_group_count=feature_group_count, precision=precision)
+  (top, bottom), (left, right) = ((0, 0), (0, 0)) if padding == "VALID" else padding
+  sh, sw = window_strides
+  ho, wo = (h + top + bottom - kh) // sh + 1, (w + left + right - kw) // sw + 1
+  rows, cols = _taps(h, ho, sh, top, kh), _taps(w, wo, sw, left, kw)
+  zero = jnp.zeros(rhs.shape[2:], rhs.dtype)
+  weights = jnp.stack([
+      jnp.stack([rhs[rows[i, o], cols[j, q]] if rows[i, o] >= 0 and cols[j, q] >= 0 else zero
+                 for o in range(ho) for q in range(wo)])
+      for i in range(h) for j in range(w)])  # (h*w, ho*wo, C_in, C_out)
+  n, c = lhs.shape[0], lhs.shape[3]
+  y = jnp.einsum("npc,pqcd->nqd", lhs.reshape(n, h * w, c), weights, precision=precision)
+  return y.reshape(n, ho, wo, rhs.shape[3])
+
+
+SMALL_MAP_CONVS = {"matmul": small_map_conv, "conv": None}
+
+
+def conv_module(small_map_convs: str, **kwargs):
+  """nn.Conv without bias, computing maps smaller than the kernel as `small_map_convs` says."""
+  if small_map_convs not in SMALL_MAP_CONVS:
+    raise ValueError(f"unknown small_map_convs {small_map_convs!r}")
+  return functools.partial(nn.Conv, use_bias=False, conv_general_dilated=SMALL_MAP_CONVS[small_map_convs], **kwargs)
+
+
 def batch_norm(train: bool, dtype):
   """BatchNorm as PyTorch's: eps 1e-5, momentum 0.1 (Flax's momentum=0.9)."""
   return functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=dtype)
@@ -37,10 +96,11 @@ class BasicBlock(nn.Module):
   strides: int
   dtype: Any = jnp.float32
   conv_init: str = "torchvision"
+  small_map_convs: str = "matmul"
 
   @nn.compact
   def __call__(self, x, train: bool):
-    conv = functools.partial(nn.Conv, use_bias=False, kernel_init=CONV_INITS[self.conv_init], dtype=self.dtype)
+    conv = conv_module(self.small_map_convs, kernel_init=CONV_INITS[self.conv_init], dtype=self.dtype)
     norm = batch_norm(train, self.dtype)
     y = conv(self.channels, (3, 3), self.strides, padding=((1, 1), (1, 1)), name="conv1")(x)
     y = nn.relu(norm(name="bn1")(y))
@@ -61,6 +121,8 @@ class ResNet(nn.Module):
     stem: "cifar" (3x3 conv stride 1, no max-pool) or "imagenet" (7x7 stride 2 + 3x3 max-pool,
       as torchvision and the official PAH code, which feeds it 32x32 images unresized).
     conv_init: a key of CONV_INITS, the convolutions' initialiser.
+    small_map_convs: "matmul" (maps smaller than the kernel as one matrix product, see
+      `small_map_conv`) or "conv" (every layer as a convolution).
   """
 
   stage_sizes: Sequence[int] = (2, 2, 2, 2)
@@ -68,6 +130,7 @@ class ResNet(nn.Module):
   stem: str = "cifar"
   dtype: Any = jnp.float32
   conv_init: str = "torchvision"
+  small_map_convs: str = "matmul"
 
   @property
   def stage_channels(self) -> tuple[int, ...]:
@@ -83,15 +146,13 @@ class ResNet(nn.Module):
     c0 = self.stage_channels[0]
     if self.conv_init not in CONV_INITS:
       raise ValueError(f"unknown conv_init {self.conv_init!r}")
-    conv_init = CONV_INITS[self.conv_init]
+    conv = conv_module(self.small_map_convs, kernel_init=CONV_INITS[self.conv_init], dtype=self.dtype)
     norm = batch_norm(train, self.dtype)
     if self.stem == "cifar":
-      x = nn.Conv(c0, (3, 3), 1, padding=((1, 1), (1, 1)), use_bias=False,
-                  kernel_init=conv_init, dtype=self.dtype, name="conv1")(x)
+      x = conv(c0, (3, 3), 1, padding=((1, 1), (1, 1)), name="conv1")(x)
       x = nn.relu(norm(name="bn1")(x))
     elif self.stem == "imagenet":
-      x = nn.Conv(c0, (7, 7), 2, padding=((3, 3), (3, 3)), use_bias=False,
-                  kernel_init=conv_init, dtype=self.dtype, name="conv1")(x)
+      x = conv(c0, (7, 7), 2, padding=((3, 3), (3, 3)), name="conv1")(x)
       x = nn.relu(norm(name="bn1")(x))
       x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
     else:
@@ -100,7 +161,7 @@ class ResNet(nn.Module):
       for b in range(blocks):
         strides = 2 if stage > 0 and b == 0 else 1
         x = BasicBlock(channels, strides, dtype=self.dtype, conv_init=self.conv_init,
-                       name=f"layer{stage + 1}_{b}")(x, train)
+                       small_map_convs=self.small_map_convs, name=f"layer{stage + 1}_{b}")(x, train)
     return jnp.mean(x, axis=(1, 2)).astype(jnp.float32)
 
 

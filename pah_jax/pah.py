@@ -73,7 +73,7 @@ def eval_batch_norm(config: ml_collections.ConfigDict) -> str:
 def build_networks(config: ml_collections.ConfigDict, num_tasks: int, num_classes: int) -> Networks:
   dtype = jnp.bfloat16 if config.model.dtype == "bfloat16" else jnp.float32
   backbone = models.ResNet18(width=config.model.width, stem=config.model.stem, dtype=dtype,
-                             conv_init=config.model.conv_init)
+                             conv_init=config.model.conv_init, small_map_convs=config.model.small_map_convs)
   h = config.hypernet
   out = num_classes * backbone.feature_dim + (num_classes if h.head_bias else 0)
   hypernet = models.Hypernetwork(out_features=out, hidden=h.hidden, layers=h.layers,

@@ -125,6 +125,77 @@ def test_conv_init_std(conv_init):
     models.ResNet18(width=0.125, conv_init="he").init(KEY, jnp.zeros((1, 8, 8, 3)), train=False)
 
 
+_NHWC = ("NHWC", "HWIO", "NHWC")
+
+
+def _primitive_count(fn, *args, name: str) -> int:
+  return str(jax.make_jaxpr(fn)(*args)).count(name)
+
+
+@pytest.mark.parametrize("size,kernel,stride,pad,dense", [
+    ((1, 1), 3, 1, 1, True),   # stage 4 of a 32x32 image under the imagenet stem: 1 tap of 9
+    ((2, 2), 3, 1, 1, True),   # stage 3: 4 taps of 9 per output position
+    ((2, 2), 3, 2, 1, True),   # layer4_0.conv1: 2x2 -> 1x1
+    ((1, 2), 3, 1, 1, True),   # not square
+    ((2, 2), 7, 2, 3, True),   # the imagenet stem on 2x2 prototypes
+    ((3, 3), 3, 2, 1, False),  # 9 positions, 9 taps: stays a convolution
+    ((2, 2), 1, 2, 0, False),  # a 1x1 downsample is a convolution already
+])
+def test_small_map_conv_is_the_convolution(size, kernel, stride, pad, dense):
+  """model.small_map_convs=matmul: a map with fewer positions than the kernel has taps runs as
+  one matrix product (no convolution left in the program), with the convolution's output and
+  both gradients; other shapes are passed to lax.conv_general_dilated unchanged."""
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.normal(size=(5, *size, 4)), jnp.float32)
+  w = jnp.asarray(rng.normal(size=(kernel, kernel, 4, 6)), jnp.float32)
+  padding = ((pad, pad), (pad, pad))
+  dn = jax.lax.conv_dimension_numbers(x.shape, w.shape, _NHWC)
+
+  def loss(conv_fn):
+    def f(x, w):
+      y = conv_fn(x, w, (stride, stride), padding, dimension_numbers=dn, precision="highest")
+      return jnp.sum(jnp.sin(y)), y
+    return f
+
+  (_, want), want_grads = jax.value_and_grad(loss(jax.lax.conv_general_dilated), (0, 1), has_aux=True)(x, w)
+  (_, got), got_grads = jax.value_and_grad(loss(models.small_map_conv), (0, 1), has_aux=True)(x, w)
+  assert got.shape == want.shape
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+  for g, e in zip(got_grads, want_grads):
+    np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-5)
+  convs = _primitive_count(lambda x, w: loss(models.small_map_conv)(x, w)[0], x, w, name="conv_general_dilated")
+  assert (convs == 0) == dense
+
+
+@pytest.mark.parametrize("size,dense_layers", [(32, 7), (10, 11)])
+def test_resnet_small_map_convs_compute_the_same_function(size, dense_layers):
+  """The imagenet stem on 32x32 images (stages 3-4 at 2x2 and 1x1) and on 10x10 prototypes:
+  "matmul" turns 7 and 11 of the 20 convolutions into matrix products, and gives the features,
+  the batch statistics and the parameter gradients of "conv" (width 0.125, training mode)."""
+  x = jnp.asarray(np.random.default_rng(1).normal(size=(6, size, size, 3)), jnp.float32)
+  nets = {mode: models.ResNet18(width=0.125, stem="imagenet", small_map_convs=mode) for mode in ("conv", "matmul")}
+  variables = jit(lambda k: nets["conv"].init(k, x, train=False))(KEY)
+
+  def run(net):
+    def loss(params):
+      features, updates = net.apply({"params": params, "batch_stats": variables["batch_stats"]}, x, train=True,
+                                    mutable=["batch_stats"])
+      return jnp.sum(features ** 2), (features, updates["batch_stats"])
+    return jax.grad(loss, has_aux=True)
+
+  want_grads, (want, want_stats) = jit(run(nets["conv"]))(variables["params"])
+  got_grads, (got, got_stats) = jit(run(nets["matmul"]))(variables["params"])
+  np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+  for tree_got, tree_want in ((got_stats, want_stats), (got_grads, want_grads)):
+    for g, e in zip(jax.tree_util.tree_leaves(tree_got), jax.tree_util.tree_leaves(tree_want)):
+      np.testing.assert_allclose(g, e, rtol=1e-3, atol=1e-4 * float(np.abs(e).max()) + 1e-7)
+  count = lambda net: _primitive_count(lambda v: net.apply(v, x, train=False), variables, name="conv_general_dilated")
+  assert count(nets["conv"]) == 20
+  assert count(nets["matmul"]) == 20 - dense_layers
+  with pytest.raises(ValueError, match="small_map_convs"):
+    models.ResNet18(width=0.125, small_map_convs="dense").init(KEY, x, train=False)
+
+
 def test_tiny_forward_train_vs_eval():
   """Real compute at width 0.125 on 8 px: finite (N, 64) features; train=True moves bn1's running
   mean to 0.9 * 0 + 0.1 * (batch mean of conv1's output), train=False returns the features only."""
