@@ -42,14 +42,15 @@ def small_map_conv(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dil
   one matrix product (model.small_map_convs = "matmul"); any other convolution is passed on.
 
   Why: a 3x3 convolution with padding 1 over a 1x1 map multiplies 8 of its 9 taps by padding
-  zeros, and over a 2x2 map 5 of 9 per position; XLA's convolutions compute them all. ResNet-18
-  with the `imagenet` stem meets such maps in stages 3-4 on 32x32 images and from stage 2 on
-  on 10x10 prototypes. Here every (input position, output position) pair gets the one kernel
-  tap that links them (zeros where none does) and the layer is
-  y[n, q] = sum_{p, c} x[n, p, c] W[p, q, c, :], over h*w input positions p and ho*wo output
-  positions q: h*w*ho*wo*C_in*C_out multiply-adds, fewer than the convolution's
-  ho*wo*kh*kw*C_in*C_out when h*w < kh*kw. It is the same function (zero padding contributes
-  exact zeros), so only the order of the float sums changes.
+  zeros, and over a 2x2 map 5 of 9 per position. XLA's CPU convolutions compute them all, and
+  slowly at these sizes (BENCHMARKS.md: the PAH step at width 1.0 went from 1459 to 283 ms).
+  ResNet-18 with the `imagenet` stem meets such maps in stages 3-4 on 32x32 images and from
+  stage 2 on on 10x10 prototypes. Here every (input position p, output position q) pair gets
+  the one kernel tap that links them (zeros where none does), and the layer is
+  y[n, q] = sum_{p, c} x[n, p, c] W[p, q, c, :]: h*w*ho*wo*C_in*C_out multiply-adds, fewer than
+  the convolution's ho*wo*kh*kw*C_in*C_out when h*w < kh*kw (at h*w = kh*kw they tie, and the
+  convolution was as fast). It is the same function, since padding contributes exact zeros:
+  only the order of the float sums changes.
   """
   h, w = lhs.shape[1:3]
   kh, kw = rhs.shape[:2]

@@ -39,6 +39,7 @@ FASHION = "--config=configs/fashion_mnist.py"
     ("--config.optim.lr_backbone=0", "optim.lr_backbone=0"),
     ("--config.optim.lr_prototypes=-1e-3", "optim.lr_prototypes"),
     ("--config.model.stem=vit", "model.stem='vit'"),
+    ("--config.model.small_map_convs=dense", "model.small_map_convs='dense'"),
     ("--config.no_such_key=1", "no_such_key"),
 ])
 def test_bad_config_values(override, fragment, tmp_path):

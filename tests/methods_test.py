@@ -142,6 +142,14 @@ def test_resume_reads_keys_added_later_as_their_old_behaviour():
   with pytest.raises(config_check.UserError, match="conv_init"):
     config_check.check_same_config(saved, _override(default.get_config(), model__conv_init="pytorch"))
 
+  # model.small_map_convs: older runs convolved every map, so under the new default ("matmul",
+  # other float rounding) they are refused rather than resumed inexactly.
+  saved = reporting.jsonable(default.get_config())
+  del saved["model"]["small_map_convs"]
+  with pytest.raises(config_check.UserError, match="small_map_convs"):
+    config_check.check_same_config(saved, default.get_config())
+  config_check.check_same_config(saved, _override(default.get_config(), model__small_map_convs="conv"))
+
 
 def test_joint_tests_with_running_statistics_and_old_joint_runs_are_not_resumed_under_it():
   """joint.eval_batch_norm: joint evaluates with running statistics by default (its batches mix
