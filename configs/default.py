@@ -31,7 +31,7 @@ def get_config() -> ml_collections.ConfigDict:
   m.conv_init = "torchvision"
   # Convolutions over maps with fewer positions than the kernel has taps (imagenet stem: stages
   # 3-4 of 32x32 images, most of a 10x10 prototype's pass): matmul = one matrix product that
-  # skips the taps on padding zeros (same function, 1.6-3.4x faster fine-tune steps on a CPU) |
+  # skips the taps on padding zeros (same function, 1.6-3.3x faster fine-tune steps on a CPU) |
   # conv = as convolutions (pah_jax before this switch).
   m.small_map_convs = "matmul"
   # BatchNorm outside the training forward (teacher, prototype passes, evaluation):
