@@ -1062,11 +1062,16 @@ def main(argv=None):
   results["table"] = table
   print(table)
   if args.out:
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as f:
-      json.dump(results, f, indent=2)
-      f.write("\n")
+    write_json(args.out, results)
   return results
+
+
+def write_json(path: str, data: dict) -> None:
+  """`data` as indented JSON at `path`, creating its directory."""
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  with open(path, "w") as f:
+    json.dump(data, f, indent=2)
+    f.write("\n")
 
 
 if __name__ == "__main__":

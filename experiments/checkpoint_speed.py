@@ -8,7 +8,6 @@ the last of K tasks, frozen old model included. Prints a table and, with --out, 
 """
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -93,9 +92,7 @@ def main(argv=None):
     print(f"| {name} | {r['save_median']:.3f} | {', '.join(f'{t:.3f}' for t in r['save_seconds'])} | "
           f"{r['restore_seconds']:.3f} |")
   if args.out:
-    with open(args.out, "w") as f:
-      json.dump(result, f, indent=2)
-      f.write("\n")
+    benchmark.write_json(args.out, result)
   return result
 
 

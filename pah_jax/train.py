@@ -457,11 +457,11 @@ def _train_task(run: _Run, state: TrainState, task_id: int, position: checkpoint
     state = run.begin_task(state, task_id)
     position = checkpointing.Position(task_id, 0, 0)
   total = cfg.epochs * steps_per_epoch
-  run.progress.start_task(task_id, total, done=position.epoch * steps_per_epoch + position.batch)
+  start = position.epoch * steps_per_epoch + position.batch  # the task's steps already done
+  run.progress.start_task(task_id, total, done=start)
   step = int(state.step)
   every = cfg.checkpoint_every_steps
-  plan = chunk_plan(position.epoch * steps_per_epoch + position.batch, total,
-                    min(cfg.log_every_steps, steps_per_epoch), every, step)
+  plan = chunk_plan(start, total, min(cfg.log_every_steps, steps_per_epoch), every, step)
   for first, n in plan:
     t0 = time.time()
     state, chunk_metrics = run.train_chunk(state, images, labels, len(y_np), task_id, first, n)
