@@ -3,8 +3,8 @@
   python -m pah_jax.main --config=configs/tinyimagenet_20_official.py --workdir=runs/tinyimagenet_20_official
 """
 
-from configs import tinyimagenet_20
 from configs import official
+from configs import tinyimagenet_20
 
 
 def get_config():

@@ -3,8 +3,8 @@
   python -m pah_jax.main --config=configs/tinyimagenet_official.py --workdir=runs/tinyimagenet_official
 """
 
-from configs import tinyimagenet
 from configs import official
+from configs import tinyimagenet
 
 
 def get_config():

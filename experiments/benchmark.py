@@ -573,10 +573,7 @@ def torch_thread_counts(args) -> list[int]:
   many times slower (a descheduled thread stalls every operator), while one thread is immune;
   timing both and comparing against the faster keeps the reference at its best.
   """
-  if args.torch_threads:
-    counts = [int(t) for t in args.torch_threads.split(",") if t.strip()]
-  else:
-    counts = [usable_cpus(), 1]
+  counts = [int(t) for t in args.torch_threads.split(",") if t.strip()] if args.torch_threads else [usable_cpus(), 1]
   return list(dict.fromkeys(counts))
 
 
@@ -587,7 +584,6 @@ def prepare_torch(args, config) -> dict:
   join the JAX rows in the round-robin timing.
   """
   import torch
-
   import torch_reference  # experiments/ is this script's directory, hence on sys.path
 
   device = torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -55,7 +55,7 @@ def measure(state, make, repeats: int) -> dict:
   with tempfile.TemporaryDirectory() as directory:
     save, restore, close = make(directory)
     saves = []
-    for i in range(repeats):
+    for _ in range(repeats):
       state = state.replace(step=state.step + 1)  # a new checkpoint each time
       t0 = time.perf_counter()
       save(state)

@@ -4,8 +4,8 @@
 
 A small synthetic `.npz` task sequence is trained with a checkpoint after every step. Each
 kill waits until the run has made 1-4 new checkpoints, then a random 0-0.5 s more, so kills
-land at random points of steps and checkpoint writes (never before any progress). After the kills the run is completed and its
-results.json (without `seconds`) must equal the uninterrupted run's, bit for bit.
+land at random points of steps and checkpoint writes (never before any progress). After the
+kills the run is completed and its results.json (without `seconds`) must equal the uninterrupted run's, bit for bit.
 """
 
 import argparse

@@ -64,6 +64,7 @@ def main(argv=None) -> int:
     config = pt.load_config(args.config)
     pt.apply_overrides(config, args.override)
     import jax  # pylint: disable=g-import-not-at-top
+
     from pah_jax import parallel_seeds  # pylint: disable=g-import-not-at-top
     from pah_jax import train  # pylint: disable=g-import-not-at-top
 

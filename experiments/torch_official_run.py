@@ -62,6 +62,7 @@ def check_supported(config) -> None:
 
 def run_seed(config, seed: int) -> dict:
   import torch  # pylint: disable=g-import-not-at-top
+
   from experiments import torch_reference  # pylint: disable=g-import-not-at-top
 
   config = config.copy_and_resolve_references()
@@ -110,6 +111,7 @@ def evaluate(model, task, task_id: int, batch_size: int, rng) -> float:
   """The official protocol: mean of per-batch accuracies (%) over shuffled batches, batch
   statistics (the model stays in train mode)."""
   import torch  # pylint: disable=g-import-not-at-top
+
   from experiments import torch_reference  # pylint: disable=g-import-not-at-top
 
   order = rng.permutation(len(task.y_test))
@@ -135,7 +137,8 @@ def main(argv=None) -> int:
     run = run_seed(config, seed)
     run["seconds"] = time.time() - t0
     runs.append(run)
-    print(f"seed {seed}: AA {run['average_accuracy']:.2f} FM {run['forgetting']:.2f} ({run['seconds']:.0f} s)", flush=True)
+    print(f"seed {seed}: AA {run['average_accuracy']:.2f} FM {run['forgetting']:.2f} ({run['seconds']:.0f} s)",
+          flush=True)
   aa = metrics.mean_std([r["average_accuracy"] for r in runs])
   fm = metrics.mean_std([r["forgetting"] for r in runs])
   summary = {"config": args.config, "override": args.override, "runs": runs, "average_accuracy": aa,

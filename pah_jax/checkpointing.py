@@ -226,7 +226,8 @@ def _first_difference(stored, expected) -> str:
   stored = stored or []
   for got, want in zip(stored, expected):
     if got != want:
-      return f"{got['path']} {got['dtype']}{got['shape']} where {want['path']} {want['dtype']}{want['shape']} is expected"
+      return (f"{got['path']} {got['dtype']}{got['shape']} where {want['path']} {want['dtype']}{want['shape']} "
+              "is expected")
   return f"{len(stored)} arrays where {len(expected)} are expected"
 
 

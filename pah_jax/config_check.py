@@ -136,7 +136,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
       bound = f"> {low}" if exclusive else f">= {low}"
       bound += f" and <= {high}" if high is not None else ""
       raise UserError(f"config {key}={value!r} is out of range: it must be {bound}")
-  if config.pah.prototype_init == "semantic" and config.pah.semantic_init == "crop" and config.pah.prototype_channels == 3:
+  pah = config.pah
+  if pah.prototype_init == "semantic" and pah.semantic_init == "crop" and pah.prototype_channels == 3:
     raise UserError("config pah.semantic_init=crop makes grey prototypes: set pah.prototype_channels=1 (or 0)")
   if not isinstance(config.model.pretrained, str):
     raise UserError(f"config model.pretrained={config.model.pretrained!r} must be a file path or empty")

@@ -1,7 +1,8 @@
-"""Command line: python -m pah_jax.main --config=configs/cifar.py --workdir=runs/cifar [--config.key=value]
+"""Command line: python -m pah_jax.main --config=configs/cifar.py [--workdir=runs/cifar] [--config.key=value]
 
-The only module that reads flags. A mistake the user can fix (bad flag or config value,
-missing data, unusable workdir) ends with one `error: ...` line on stderr and exit code 2.
+(or `pah-jax ...` once the package is installed). The only module that reads flags. A mistake
+the user can fix (bad flag or config value, missing data, unusable workdir) ends with one
+`error: ...` line on stderr and exit code 2.
 """
 
 import os
@@ -17,7 +18,8 @@ from pah_jax.errors import UserError
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file, e.g. configs/cifar.py.",
                                           lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and results.")
+_WORKDIR = flags.DEFINE_string("workdir", None,
+                                "Directory for checkpoints, metrics and results (default: runs/<config name>).")
 
 
 def _fail(message: str) -> None:
@@ -44,10 +46,37 @@ def _train_parallel_seeds(config, workdir: str) -> None:
       print(f"{name} over seeds {seeds}: {mean:.2f} +- {std:.2f}  ({', '.join(f'{v:.2f}' for v in values)})")
 
 
-def main(argv: list[str]) -> None:
+def _config_path(argv: list[str]) -> str | None:
+  """The file named by --config=FILE[:ARG], if given."""
   for arg in argv[1:]:
-    if arg.startswith("--config=") and not os.path.isfile(arg.split("=", 1)[1].split(":", 1)[0]):
-      _fail(f"config file {arg.split('=', 1)[1]} not found: pass e.g. --config=configs/fashion_mnist.py")
+    if arg.startswith("--config="):
+      return arg.split("=", 1)[1].split(":", 1)[0]
+  return None
+
+
+def _let_config_imports_resolve(path: str) -> None:
+  """Configs build on each other by import (`from configs import default`). When the config
+  lies in a package folder (one with `__init__.py`, like the checkout's `configs/`), the
+  folder above it goes on sys.path, so the config loads from any working directory and with
+  an installed (not editable) pah_jax."""
+  folder = os.path.dirname(os.path.abspath(path))
+  if os.path.isfile(os.path.join(folder, "__init__.py")):
+    root = os.path.dirname(folder)
+    if root not in sys.path:
+      sys.path.insert(0, root)
+
+
+def default_workdir(config_path: str) -> str:
+  """runs/<config file name without .py>, under the current directory."""
+  return os.path.join("runs", os.path.splitext(os.path.basename(config_path))[0])
+
+
+def main(argv: list[str]) -> None:
+  config_path = _config_path(argv)
+  if config_path is not None:
+    if not os.path.isfile(config_path):
+      _fail(f"config file {config_path} not found: pass e.g. --config=configs/fashion_mnist.py")
+    _let_config_imports_resolve(config_path)
   try:
     flags.FLAGS(argv)
   except flags.Error as e:  # unknown flag or config key, unparsable value
@@ -62,8 +91,10 @@ def main(argv: list[str]) -> None:
   config = _CONFIG.value
   if config is None:
     _fail("--config is required, e.g. --config=configs/fashion_mnist.py")
-  if not _WORKDIR.value:
-    _fail("--workdir is required: a directory for checkpoints and results, e.g. --workdir=runs/demo")
+  workdir = _WORKDIR.value
+  if not workdir:
+    workdir = default_workdir(config_path)
+    print(f"workdir: {workdir} (no --workdir given)")
   logging.set_verbosity(logging.WARNING)
   try:
     config_check.validate(config)  # before JAX is imported: mistakes answer in a second
@@ -71,9 +102,9 @@ def main(argv: list[str]) -> None:
 
     train.use_compilation_cache(config.train.compilation_cache)
     if config.train.parallel_seeds > 1:
-      _train_parallel_seeds(config, _WORKDIR.value)
+      _train_parallel_seeds(config, workdir)
     else:
-      train.train_and_evaluate(config, _WORKDIR.value)
+      train.train_and_evaluate(config, workdir)
   except UserError as e:
     _fail(str(e))
   except Stopped as e:
@@ -81,5 +112,10 @@ def main(argv: list[str]) -> None:
     sys.exit(128 + e.signum)
 
 
-if __name__ == "__main__":
+def run() -> None:
+  """The `pah-jax` console script."""
   main(sys.argv)
+
+
+if __name__ == "__main__":
+  run()

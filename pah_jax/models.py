@@ -5,8 +5,10 @@ prototypes, prototype forwards, losses) lives in `pah.py` as pure functions over
 parameter pytrees these modules create.
 """
 
+from collections.abc import Callable
+from collections.abc import Sequence
 import functools
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax

@@ -23,8 +23,9 @@ torchvision names; `experiments/convert_torchvision.py` writes one from a `.pth`
 `.safetensors` (read with the `safetensors` package).
 """
 
+from collections.abc import Mapping
 import os
-from typing import Any, Mapping
+from typing import Any
 
 import flax
 import jax.numpy as jnp

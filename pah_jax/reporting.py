@@ -199,7 +199,7 @@ class MetricWriter:
     # writer reopened within the same second would erase the first; a unique suffix
     # keeps every session's file.
     self._tb = SummaryWriter(logdir, filename_suffix=f".{os.getpid()}.{time.time_ns()}")
-    self._jsonl = open(os.path.join(logdir, "metrics.jsonl"), "a")
+    self._jsonl = open(os.path.join(logdir, "metrics.jsonl"), "a")  # noqa: SIM115 (closed by close())
 
   def scalars(self, step, values):
     """Logs the dict `values` ({name: number}) at integer `step`."""

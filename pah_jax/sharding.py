@@ -11,10 +11,10 @@ devices and the same mesh spans them.
 """
 
 import jax
-import numpy as np
 from jax.sharding import Mesh
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
+import numpy as np
 
 AXIS = "data"
 

@@ -6,10 +6,10 @@ accuracy matrix, checkpoint at every task end, resume from the newest checkpoint
 results, plots and TensorBoard scalars.
 """
 
+from collections.abc import Callable
 import dataclasses
 import os
 import time
-from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -27,7 +27,6 @@ from pah_jax import pah
 from pah_jax import pretrained
 from pah_jax import reporting
 from pah_jax import sharding
-
 
 TrainState = methods.TrainState
 

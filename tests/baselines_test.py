@@ -7,6 +7,8 @@ import pytest
 
 from experiments import baselines
 
+pytestmark = pytest.mark.slow  # end-to-end runs
+
 CONFIG = '''
 from tests.conftest import tiny_config
 

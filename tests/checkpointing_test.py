@@ -46,7 +46,8 @@ def test_save_restore_and_read_state_round_trip(tmp_path):
       assert isinstance(got, jax.Array) and got.dtype == want.dtype
       np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
     arrays, _ = ckpt.read_state()
-    np.testing.assert_array_equal(arrays[".params['backbone']['kernel']"], np.asarray(state.params["backbone"]["kernel"]))
+    kernel = np.asarray(state.params["backbone"]["kernel"])
+    np.testing.assert_array_equal(arrays[".params['backbone']['kernel']"], kernel)
     assert arrays[".step"] == 17
 
 

@@ -13,6 +13,8 @@ from pah_jax.data import idx
 from pah_jax.data import load_tasks
 from pah_jax.data import tfds_util
 from pah_jax.errors import UserError
+from tests.conftest import idx_bytes
+from tests.conftest import write_fashion_mnist_idx
 
 
 def _config(path="", **overrides):
@@ -23,25 +25,6 @@ def _config(path="", **overrides):
   for k, v in overrides.items():
     c[k] = v
   return c
-
-
-def _idx_bytes(array):
-  header = bytes([0, 0, 0x08, array.ndim]) + np.asarray(array.shape, ">i4").tobytes()
-  return header + np.ascontiguousarray(array, np.uint8).tobytes()
-
-
-def _write_idx_dir(directory, n_train=30, n_test=20, seed=0):
-  """Four small gzipped IDX files in the original names; returns the arrays written."""
-  rng = np.random.default_rng(seed)
-  data = {}
-  for prefix, n in (("train", n_train), ("t10k", n_test)):
-    images = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
-    labels = (np.arange(n) * 7 % 10).astype(np.uint8)  # every class, shuffled
-    for kind, array in (("images-idx3", images), ("labels-idx1", labels)):
-      with gzip.open(os.path.join(directory, f"{prefix}-{kind}-ubyte.gz"), "wb") as f:
-        f.write(_idx_bytes(array))
-    data[prefix] = (images, labels)
-  return data
 
 
 @pytest.fixture
@@ -55,16 +38,16 @@ def tfds_cache(tmp_path, monkeypatch):
 
 def test_parse_idx_roundtrip():
   array = np.arange(24, dtype=np.uint8).reshape(2, 3, 4)
-  np.testing.assert_array_equal(idx.parse_idx(_idx_bytes(array), ndim=3), array)
+  np.testing.assert_array_equal(idx.parse_idx(idx_bytes(array), ndim=3), array)
 
 
 @pytest.mark.parametrize("raw,message", [
     (b"\x00\x00\x08", "truncated: 3 bytes"),
-    (_idx_bytes(np.zeros((2, 3), np.uint8)), "not a uint8 IDX file with 1 dimensions "
+    (idx_bytes(np.zeros((2, 3), np.uint8)), "not a uint8 IDX file with 1 dimensions "
      "\\(magic number 0x00000802, expected 0x00000801\\)"),
-    (b"\x00\x00\x0d\x01" + _idx_bytes(np.zeros(3, np.uint8))[4:],
+    (b"\x00\x00\x0d\x01" + idx_bytes(np.zeros(3, np.uint8))[4:],
      "magic number 0x00000d01"),
-    (_idx_bytes(np.zeros(5, np.uint8))[:-1], "truncated or padded: 4 data bytes"),
+    (idx_bytes(np.zeros(5, np.uint8))[:-1], "truncated or padded: 4 data bytes"),
 ])
 def test_parse_idx_refuses_corrupt_bytes(raw, message):
   with pytest.raises(UserError, match=message):
@@ -72,11 +55,11 @@ def test_parse_idx_refuses_corrupt_bytes(raw, message):
 
 
 def test_read_idx_refuses_truncated_gzip_and_missing_file(tmp_path):
-  good = gzip.compress(_idx_bytes(np.zeros(1000, np.uint8)))
+  good = gzip.compress(idx_bytes(np.zeros(1000, np.uint8)))
   (tmp_path / "cut.gz").write_bytes(good[:len(good) // 2])
   with pytest.raises(UserError, match="cut.gz is corrupt or truncated"):
     idx.read_idx(str(tmp_path / "cut.gz"), ndim=1)
-  (tmp_path / "plain.gz").write_bytes(_idx_bytes(np.zeros(3, np.uint8)))  # not gzipped
+  (tmp_path / "plain.gz").write_bytes(idx_bytes(np.zeros(3, np.uint8)))  # not gzipped
   with pytest.raises(UserError, match="plain.gz is corrupt or truncated"):
     idx.read_idx(str(tmp_path / "plain.gz"), ndim=1)
   with pytest.raises(UserError, match="does not exist"):
@@ -86,7 +69,7 @@ def test_read_idx_refuses_truncated_gzip_and_missing_file(tmp_path):
 # ------------------------------------------------------------- builder on small IDX files
 
 def test_builder_on_small_idx_files(tmp_path, tfds_cache):
-  data = _write_idx_dir(tmp_path)
+  data = write_fashion_mnist_idx(tmp_path)
   seq = load_tasks(_config(tmp_path), seed=0)
   assert seq.image_shape == (28, 28, 1)
   assert seq.mean == (0.2860,) and seq.std == (0.3530,)
@@ -102,7 +85,7 @@ def test_builder_on_small_idx_files(tmp_path, tfds_cache):
 
 
 def test_builder_reads_uncompressed_idx_files(tmp_path, tfds_cache):
-  data = _write_idx_dir(tmp_path, n_train=10, n_test=10)
+  data = write_fashion_mnist_idx(tmp_path, n_train=10, n_test=10)
   for name in os.listdir(tmp_path):
     if name.endswith(".gz"):
       raw = gzip.decompress((tmp_path / name).read_bytes())
@@ -115,7 +98,7 @@ def test_builder_reads_uncompressed_idx_files(tmp_path, tfds_cache):
 def test_prepared_copy_is_reused_without_the_idx_files(tmp_path, tfds_cache):
   idx_dir = tmp_path / "idx"
   idx_dir.mkdir()
-  data = _write_idx_dir(idx_dir)
+  data = write_fashion_mnist_idx(idx_dir)
   first = load_tasks(_config(idx_dir), seed=0)
   for name in os.listdir(idx_dir):
     os.remove(idx_dir / name)
@@ -135,7 +118,7 @@ def test_cache_dir_default_and_override(tmp_path, monkeypatch):
 
 
 def test_refuses_missing_files(tmp_path, tfds_cache):
-  _write_idx_dir(tmp_path)
+  write_fashion_mnist_idx(tmp_path)
   os.remove(tmp_path / "t10k-labels-idx1-ubyte.gz")
   os.remove(tmp_path / "train-images-idx3-ubyte.gz")
   with pytest.raises(UserError, match="IDX file\\(s\\) train-images-idx3-ubyte.gz, "
@@ -150,14 +133,14 @@ def test_refuses_missing_files(tmp_path, tfds_cache):
     (lambda d: (d / "t10k-images-idx3-ubyte.gz").write_bytes(
         (d / "t10k-images-idx3-ubyte.gz").read_bytes()[:100]), "is corrupt or truncated"),
     (lambda d: (d / "train-labels-idx1-ubyte.gz").write_bytes(
-        gzip.compress(_idx_bytes(np.zeros((2, 2), np.uint8)))), "magic number"),
+        gzip.compress(idx_bytes(np.zeros((2, 2), np.uint8)))), "magic number"),
     (lambda d: (d / "train-labels-idx1-ubyte.gz").write_bytes(
-        gzip.compress(_idx_bytes(np.zeros(29, np.uint8)))), "30 images but .* 29 labels"),
+        gzip.compress(idx_bytes(np.zeros(29, np.uint8)))), "30 images but .* 29 labels"),
     (lambda d: (d / "train-labels-idx1-ubyte.gz").write_bytes(
-        gzip.compress(_idx_bytes(np.full(30, 10, np.uint8)))), "holds label 10"),
+        gzip.compress(idx_bytes(np.full(30, 10, np.uint8)))), "holds label 10"),
 ])
 def test_refuses_corrupt_files(tmp_path, tfds_cache, damage, message):
-  _write_idx_dir(tmp_path)
+  write_fashion_mnist_idx(tmp_path)
   damage(tmp_path)
   with pytest.raises(UserError, match=message):
     load_tasks(_config(tmp_path), seed=0)
@@ -192,6 +175,7 @@ def real_fashion_mnist(tmp_path_factory):
   return seq, seconds
 
 
+@pytest.mark.slow
 def test_real_fashion_mnist_5x2(real_fashion_mnist):
   seq, _ = real_fashion_mnist
   assert len(seq.tasks) == 5 and seq.num_classes_per_task == 2
@@ -207,6 +191,7 @@ def test_real_fashion_mnist_5x2(real_fashion_mnist):
       np.testing.assert_array_equal(getattr(t, f"y_{split}"), labels[mask] - t.classes[0])
 
 
+@pytest.mark.slow
 def test_real_fashion_mnist_second_load_reuses_prepared_copy(real_fashion_mnist):
   _, seconds = real_fashion_mnist
   # The second call only reads the prepared TFRecords: far quicker than preparing.

@@ -4,9 +4,9 @@ import io
 import zipfile
 
 import numpy as np
+from PIL import Image
 import pytest
 import tensorflow_datasets as tfds
-from PIL import Image
 
 from configs.default import get_config
 from pah_jax.data import load_tasks
@@ -26,10 +26,8 @@ VAL = {"val_3.JPEG": "n09999999", "val_0.JPEG": "n02124075", "val_5.JPEG": "n014
 
 
 def _jpeg(red, gray=False):
-  if gray:  # the real archive holds a few grayscale JPEGs
-    image = Image.new("L", (64, 64), red)
-  else:
-    image = Image.new("RGB", (64, 64), (red, 10, 250 - red))
+  # The real archive holds a few grayscale JPEGs.
+  image = Image.new("L", (64, 64), red) if gray else Image.new("RGB", (64, 64), (red, 10, 250 - red))
   buffer = io.BytesIO()
   image.save(buffer, format="JPEG", quality=95)
   return buffer.getvalue()

@@ -1,16 +1,10 @@
 """experiments/device_profile.py: kernel counts, busy time and kinds from a trace's device plane."""
 
 import dataclasses
-import os
-import sys
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-  sys.path.insert(0, ROOT)
-
-from experiments import device_profile  # pylint: disable=wrong-import-position
+from experiments import device_profile
 
 
 @dataclasses.dataclass

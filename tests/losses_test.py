@@ -176,7 +176,7 @@ def test_distill_old_tasks_ignores_masked_tasks(k):
   for reduction in losses.REDUCTIONS:
     base = float(_distill(s, t, mask, reduction))
     assert float(_distill(s_changed, t_changed, mask, reduction)) == base
-    grad = jax.grad(lambda s: _distill(s, t, mask, reduction))(s)
+    grad = jax.grad(lambda s, reduction=reduction: _distill(s, t, mask, reduction))(s)
     np.testing.assert_array_equal(grad[k:], np.zeros_like(grad[k:]))
     assert np.all(np.abs(np.asarray(grad[:k])).sum(axis=(1, 2)) > 0)
 

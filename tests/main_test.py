@@ -80,6 +80,7 @@ def test_more_bad_values(tmp_path):
   assert_user_error(run_cli(FASHION, "--workdir=/proc/pah_jax_cannot_write_here"), "workdir")
 
 
+@pytest.mark.slow
 def test_refusals_that_need_the_data(tmp_path):
   """Crop prototypes larger than the 28x28 images; a batch larger than a task's data."""
   assert_user_error(run_cli("--config=configs/fashion_mnist_official.py", f"--workdir={tmp_path}/a",

@@ -236,8 +236,8 @@ def test_quadratic_penalty_is_zero_at_the_anchor_and_grows_away_from_it():
   importance = jax.tree_util.tree_map(lambda x: jnp.abs(x) + 0.1, anchor)
   assert float(quadratic.penalty(anchor, anchor, importance)) == 0.0
   direction = jax.tree_util.tree_map(lambda x: jnp.ones_like(x), anchor)
-  values = [float(quadratic.penalty(jax.tree_util.tree_map(lambda a, d: a + t * d, anchor, direction), anchor, importance))
-            for t in (0.1, 0.2, 0.4)]
+  moved = lambda t: jax.tree_util.tree_map(lambda a, d: a + t * d, anchor, direction)
+  values = [float(quadratic.penalty(moved(t), anchor, importance)) for t in (0.1, 0.2, 0.4)]
   assert 0 < values[0] < values[1] < values[2]
   np.testing.assert_allclose(values[1] / values[0], 4.0, rtol=1e-4)  # quadratic
   total = sum(float(jnp.sum(w)) for w in jax.tree_util.tree_leaves(importance))
@@ -307,7 +307,7 @@ def test_si_importance_accumulates_only_for_moved_parameters():
 
 def test_agem_projection_never_increases_the_memory_loss_to_first_order():
   rng = np.random.default_rng(0)
-  for i in range(20):
+  for _ in range(20):
     g = {"w": jnp.asarray(rng.normal(size=(6, 3)), jnp.float32), "b": jnp.asarray(rng.normal(size=4), jnp.float32)}
     ref = {"w": jnp.asarray(rng.normal(size=(6, 3)), jnp.float32), "b": jnp.asarray(rng.normal(size=4), jnp.float32)}
     out = agem.project(g, ref)
@@ -406,6 +406,7 @@ def test_hnet_output_regulariser_is_zero_at_the_old_model_and_positive_after():
 # The loop paths a method can take: joint's union training set, end_task on the task's data
 # (Fisher, memory filling). pah: train_test.py; the others
 # share finetune's path, exercised step by step above.
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["joint", "ewc", "agem"])
 def test_methods_run_the_command_line_job(tmp_path, name):
   """The method through train_and_evaluate: results.json with a full (joint: last) row."""

@@ -45,7 +45,7 @@ def _nets(batch_norm="running", head_bias=False):
   return pah.build_networks(_config(batch_norm, head_bias), K, C)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _tiny():
   """(initial prototypes, TrainState) of the tiny model, built once (jit: one compilation)."""
   protos = np.random.default_rng(0).normal(0.0, 1.0, (K, C, S, S, 3)).astype(np.float32)
@@ -310,7 +310,7 @@ def test_prototype_and_teacher_passes_leave_running_stats():
   assert all(changed)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _step_runs(batch_norm):
   """One step of task 0, end_task, begin_task(1), then one step of task 1 with lambda_sp = 0 and
   with lambda_sp = 1 (lambda_sp traced, so the step compiles once)."""

@@ -21,6 +21,8 @@ from experiments import paper_tables
 from pah_jax import checkpointing
 from pah_jax.errors import UserError
 
+pytestmark = pytest.mark.slow  # end-to-end runs
+
 
 def _mock_cifar(self, split, **kwargs):
   del self, kwargs
@@ -79,7 +81,7 @@ def test_table1_and_ablation_on_mock_cifar100(tmp_path, cifar_data, capsys):
   aa = [r["average_accuracy"] for r in row["runs"]]
   assert row["average_accuracy"]["mean"] == pytest.approx(np.mean(aa))
   assert row["average_accuracy"]["std"] == pytest.approx(np.std(aa, ddof=1))
-  line = next(l for l in md.splitlines() if l.startswith("| Split-CIFAR100 2x50"))
+  line = next(row for row in md.splitlines() if row.startswith("| Split-CIFAR100 2x50"))
   for cell in (_cell(row, "average_accuracy"), "74.46 ± 0.08", _cell(row, "forgetting"), "1.71 ± 0.02"):
     assert cell in line
   assert "| A-GEM | 59.81 | 30.08 | 60.45 | 24.94 |" in md  # the paper's layout, baselines included
@@ -102,8 +104,8 @@ def test_table1_and_ablation_on_mock_cifar100(tmp_path, cifar_data, capsys):
 
   def lines():
     with open(os.path.join(workdir, "ablation.md")) as f:
-      return {l.split("|")[1].strip() + " " + l.split("|")[2].strip(): l for l in f
-              if l.startswith("| ") and not l.startswith("| Ablation")}
+      return {row.split("|")[1].strip() + " " + row.split("|")[2].strip(): row for row in f
+              if row.startswith("| ") and not row.startswith("| Ablation")}
 
   got = lines()
   assert _cell(random_init, "average_accuracy") in got["prototype_init random"]

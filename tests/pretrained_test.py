@@ -211,7 +211,7 @@ def test_file_formats(tmp_path, monkeypatch):
   st = tmp_path / "w.safetensors"
   _write_safetensors(st, sd)
   try:
-    import safetensors.numpy  # pylint: disable=g-import-not-at-top,unused-import
+    import safetensors.numpy  # noqa: F401  (skip below when safetensors is absent)
     loaded = pretrained.read_state_dict(str(st))
     assert loaded.keys() == sd.keys() and all(np.array_equal(loaded[k], sd[k]) for k in sd)
   except ImportError:

@@ -46,7 +46,8 @@ def test_resize_init_same_size_is_the_normalised_image():
   for t in range(2):
     for c in range(3):
       assert ys[t][chosen[t, c]] == c
-      expected = (xs[t][chosen[t, c]].astype(np.float32) / 255.0 - np.array(MEAN, np.float32)) / np.array(STD, np.float32)
+      image = xs[t][chosen[t, c]].astype(np.float32) / 255.0
+      expected = (image - np.array(MEAN, np.float32)) / np.array(STD, np.float32)
       np.testing.assert_allclose(protos[t, c], expected, rtol=1e-6, atol=1e-6)
 
 

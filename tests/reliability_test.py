@@ -14,6 +14,8 @@ from pah_jax import reporting
 from pah_jax import train
 from tests.conftest import tiny_config
 
+pytestmark = pytest.mark.slow  # end-to-end runs
+
 
 def _results(workdir):
   with open(os.path.join(workdir, "results.json")) as f:
@@ -119,6 +121,7 @@ def test_second_run_on_a_workdir_is_refused_and_stale_lock_taken_over(npz_path, 
 def test_non_finite_loss_stops_with_error_and_keeps_the_last_checkpoint(npz_path, tmp_path, monkeypatch):
   """A NaN from task 1 on: error names task and epoch; task 0's checkpoint survives."""
   import jax.numpy as jnp
+
   from pah_jax import losses
 
   real = losses.distill_old_tasks

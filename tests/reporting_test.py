@@ -30,7 +30,7 @@ def test_format_table():
   assert "FM  = 15.00" in text
   assert "BWT = -15.00" in text
   # Columns are aligned: every matrix line has the same length as the header.
-  assert len({len(l) for l in lines[:4]}) == 1
+  assert len({len(line) for line in lines[:4]}) == 1
 
 
 def test_format_table_task_names():

@@ -31,6 +31,7 @@ def test_refuses_configs_the_pytorch_step_does_not_implement():
     run.check_supported(config)
 
 
+@pytest.mark.slow
 def test_runs_the_sequence_on_the_same_split_and_learns(npz_path, tmp_path):
   pytest.importorskip("torch")
   out = tmp_path / "torch.json"

@@ -1,4 +1,11 @@
-"""End-to-end training: compile-once step, resume equals uninterrupted, mock CIFAR-100 run."""
+"""End-to-end training: compile-once step, resume equals uninterrupted, mock CIFAR-100 run.
+
+Exact equality where both sides are the same program on the same inputs (a resumed run and
+an uninterrupted one; the Python loop's step, whatever the chunks). Compiled loops of
+different trip counts are different programs, whose rounding Adam amplifies over the steps:
+their parameters must agree within 1% of the distance training moved them
+(tests/tolerance.py), which another data order exceeds.
+"""
 
 import json
 import os
@@ -13,6 +20,7 @@ import tensorflow_datasets as tfds
 from pah_jax import checkpointing
 from pah_jax import data as data_lib
 from pah_jax import train
+from tests import tolerance
 from tests.conftest import tiny_config
 
 
@@ -23,7 +31,7 @@ def _results_without_time(workdir):
   return results
 
 
-@pytest.mark.parametrize("compiled", [False, True])
+@pytest.mark.parametrize("compiled", [False, pytest.param(True, marks=pytest.mark.slow)])
 def test_train_step_compiles_once_across_tasks(npz_path, compiled):
   """Task id is traced and shapes are fixed: tasks 0 and 1 share one trace of the step. The
   Python loop traces it once for any chunk length; the compiled loop once per chunk length
@@ -49,7 +57,7 @@ def test_train_step_compiles_once_across_tasks(npz_path, compiled):
   chex.clear_trace_counter()
 
 
-@pytest.mark.parametrize("compiled", [False, True])
+@pytest.mark.parametrize("compiled", [False, pytest.param(True, marks=pytest.mark.slow)])
 def test_a_tasks_steps_do_not_depend_on_how_they_are_chunked(npz_path, compiled):
   """Step g trains on batch g % E of epoch g // E whatever the chunks: chunks that cross an
   epoch's end give the parameters of whole-epoch chunks, and the data order of different
@@ -61,18 +69,24 @@ def test_a_tasks_steps_do_not_depend_on_how_they_are_chunked(npz_path, compiled)
   step = train.make_train_step(method, augment=False, mean=seq.mean, std=seq.std)
   chunk = train.make_train_chunk(step, batch_size=16, compiled=compiled, metric_names=method.metric_names)
 
+  initial = jax.jit(method.begin_task)(train.create_state(method, config), 0)
+
   def run(plan):
-    state = jax.jit(method.begin_task)(train.create_state(method, config), 0)
+    state = initial
     for first, n in plan:
       state, _ = chunk(state, t.x_train, t.y_train, len(t.y_train), 0, first, n)
     return jax.device_get(state.params)
 
+  if compiled:  # another trip count is another program: equal up to amplified rounding
+    same = lambda got, want: tolerance.assert_same_trained_parameters(got, want, jax.device_get(initial.params))
+  else:  # every step is the same jitted program on the same inputs
+    same = chex.assert_trees_all_equal
   by_epoch = run([(0, 6), (6, 6)])
-  chex.assert_trees_all_close(run([(0, 4), (4, 4), (8, 4)]), by_epoch, rtol=1e-5, atol=1e-6)
+  same(run([(0, 4), (4, 4), (8, 4)]), by_epoch)
   if not compiled:  # (each new length compiles the loop again: slow on a CPU)
-    chex.assert_trees_all_close(run(train.chunk_plan(0, 12, 5)), by_epoch, rtol=1e-5, atol=1e-6)
+    same(run(train.chunk_plan(0, 12, 5)), by_epoch)
   with pytest.raises(AssertionError):  # epoch 1 in epoch 0's order is another run
-    chex.assert_trees_all_close(run([(0, 6), (0, 6)]), by_epoch, rtol=1e-5, atol=1e-6)
+    same(run([(0, 6), (0, 6)]), by_epoch)
 
 
 def test_chunk_plan_aligns_chunks_and_lands_on_checkpoint_steps():
@@ -85,6 +99,7 @@ def test_chunk_plan_aligns_chunks_and_lands_on_checkpoint_steps():
   assert not list(train.chunk_plan(12, 12, 4))
 
 
+@pytest.mark.slow
 def test_resume_after_a_crash_equals_uninterrupted_run(npz_path, tmp_path, monkeypatch):
   """A run killed right after task 0's checkpoint, rerun with the same command, ends with
   exactly the results (accuracy matrix included) of a run that was never interrupted."""
@@ -115,6 +130,7 @@ def test_resume_after_a_crash_equals_uninterrupted_run(npz_path, tmp_path, monke
   assert again == expected
 
 
+@pytest.mark.slow
 def test_resume_with_another_config_is_refused(npz_path, tmp_path):
   config = tiny_config(npz_path)
   workdir = str(tmp_path / "w")
@@ -133,6 +149,7 @@ def _mock_cifar(self, split, **kwargs):
   return tf.data.Dataset.from_tensor_slices({"image": images, "label": labels})
 
 
+@pytest.mark.slow
 def test_cifar100_end_to_end_on_mock_data(tmp_path):
   """configs/cifar.py, shrunk, on mocked TFDS CIFAR-100: every output of CONTRACT.md lands."""
   from configs import cifar
@@ -161,6 +178,7 @@ def test_cifar100_end_to_end_on_mock_data(tmp_path):
   assert set(results) >= {"accuracy_matrix", "average_accuracy", "forgetting", "bwt", "config", "seconds"}
 
 
+@pytest.mark.slow
 def test_compilation_cache_keeps_programs_for_the_next_process(tmp_path):
   """train.compilation_cache: a fresh process compiles into the directory; a second one reads
   the entry back instead of compiling (JAX counts cache hits in its monitoring events)."""

@@ -12,7 +12,9 @@ import numpy as np
 
 from pah_jax.data import normalization as normalization_lib
 from pah_jax.data import splits
-from pah_jax.data.splits import Arrays, Task
+from pah_jax.data import tfds_util
+from pah_jax.data.splits import Arrays
+from pah_jax.data.splits import Task
 from pah_jax.errors import UserError
 
 __all__ = ["Task", "TaskSequence", "load_tasks", "NUM_CLASSES"]
@@ -47,11 +49,12 @@ def load_tasks(data_config, seed: int) -> TaskSequence:
   """
   check_config(data_config, seed)
   name = data_config.name
-  source = importlib.import_module(f"pah_jax.data.{name}")
   if name == "npz":
-    arrays, num_classes = source.load(data_config.path)
+    arrays, num_classes = importlib.import_module("pah_jax.data.npz").load(data_config.path)
   else:
-    arrays, num_classes = source.load(data_config), NUM_CLASSES[name]
+    with tfds_util.quiet_native_logs():
+      arrays = importlib.import_module(f"pah_jax.data.{name}").load(data_config)
+    num_classes = NUM_CLASSES[name]
   _check_labels(arrays, num_classes, name)
   tasks, order = splits.split_tasks(
       arrays,

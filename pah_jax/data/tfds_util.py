@@ -4,7 +4,10 @@ TensorFlow Datasets is imported lazily (it takes seconds) so that config mistake
 reported before it loads.
 """
 
+import contextlib
+import logging
 import os
+import sys
 
 import numpy as np
 
@@ -13,6 +16,45 @@ from pah_jax.errors import UserError
 
 # Where pah_jax prepares the TFDS data sets it builds itself from local files.
 CACHE_ENV = "PAH_JAX_TFDS_DIR"
+
+
+class _DropVariantFolderWarnings(logging.Filter):
+  """TFDS warns "Variant folder ... has no dataset_info.json" while it prepares a data set for
+  the first time: a folder it is about to fill, nothing for the user to act on."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith("Variant folder")
+
+
+@contextlib.contextmanager
+def quiet_native_logs():
+  """Within: what C++ code writes to stderr (file descriptor 2) is dropped, while Python's
+  `sys.stderr` (progress bars, warnings, errors) still reaches the terminal.
+
+  TensorFlow's C++ side logs through absl before anything initialises absl's logging: on
+  import "All log messages before absl::InitializeLog() ..." and the oneDNN notice, twice,
+  and while reading records a buffer-size notice, whatever TF_CPP_MIN_LOG_LEVEL says.
+  pah_jax only prepares and reads data sets with TensorFlow, so none of it is for its user.
+  """
+  logging.getLogger("absl").addFilter(_VARIANT_FILTER)
+  sys.stderr.flush()
+  python_stderr = sys.stderr
+  terminal = os.dup(2)
+  try:
+    with open(os.devnull, "w") as null, os.fdopen(os.dup(terminal), "w", buffering=1) as visible:
+      os.dup2(null.fileno(), 2)
+      sys.stderr = visible
+      try:
+        yield
+      finally:
+        visible.flush()
+        sys.stderr = python_stderr
+        os.dup2(terminal, 2)
+  finally:
+    os.close(terminal)
+
+
+_VARIANT_FILTER = _DropVariantFolderWarnings()
 
 
 def cache_dir() -> str:

@@ -12,7 +12,10 @@ from pah_jax.methods import finetune
 from pah_jax.methods import hypernet
 from pah_jax.methods import lwf
 from pah_jax.methods import si
-from pah_jax.methods.base import Batch, Method, Setup, TrainState  # noqa: F401 (the package API)
+from pah_jax.methods.base import Batch  # noqa: F401 (the package API)
+from pah_jax.methods.base import Method  # noqa: F401 (the package API)
+from pah_jax.methods.base import Setup  # noqa: F401 (the package API)
+from pah_jax.methods.base import TrainState  # noqa: F401 (the package API)
 
 BUILDERS = {
     "pah": hypernet.build_pah,

@@ -6,8 +6,10 @@ owns its parameters, its optimiser, its loss and whatever it carries between ste
 (`TrainState.extra`: a frozen teacher, importance weights, a replay buffer, ...).
 """
 
+from collections.abc import Callable
 import dataclasses
-from typing import Any, Callable, NamedTuple, Optional
+from typing import Any
+from typing import NamedTuple
 
 import flax
 import jax
@@ -61,13 +63,13 @@ class Method:
   step: Callable
   logits: Callable
   init_extra: Callable = lambda params, batch_stats: {}
-  begin_task: Optional[Callable] = None
-  end_task: Optional[Callable] = None
+  begin_task: Callable | None = None
+  end_task: Callable | None = None
   # Trains once on the union of all tasks (labels task * C + label) and is scored after it.
   joint: bool = False
   # Per task, indices of training examples the method took out of the training set (PAH's
   # official prototype init removes the image each prototype is cut from); None = none.
-  removed_from_training: Optional[list] = None
+  removed_from_training: list | None = None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,0 +1,84 @@
+"""Bounds for comparing two different float32 computations of the same quantity.
+
+Two programs that compute the same function with their sums in another order (sharded vs one
+device, a compiled loop vs a Python loop, batched vs separate seeds, a matrix product vs a
+convolution) agree only up to rounding, and the rounding depends on the CPU: XLA:CPU
+vectorises reductions and picks matrix kernels by instruction set (AVX2, AVX-512, AMX), so
+the same pair of programs differs by different amounts on different machines. A tolerance
+here is therefore a bound derived from what the computation is, never the value that passed
+on one CPU; `experiments/tolerance_probe.py` reruns these tests under other XLA:CPU
+instruction sets and vector widths to check the bounds hold.
+
+Exact equality stays where the two sides are the same program on the same inputs (a resumed
+run and an uninterrupted one, a rerun): there rounding is identical by construction.
+"""
+
+import numpy as np
+
+# float32 unit roundoff.
+U = 2.0 ** -24
+
+# One evaluation of a network or loss: the same parameters and inputs, only the order of the
+# float32 sums differs. A sum of n terms in any order is within (n - 1) * U * sum|terms| of
+# the exact one; through a ResNet's convolutions and BatchNorms (fan-in up to a few thousand,
+# values normalised at every layer) that stays well below 1e-5 relative (168 U) for values
+# away from zero, which ATOL covers.
+EVAL_RTOL = 1e-5
+EVAL_ATOL = 1e-6
+
+# A training trajectory: after the first step the two runs start from parameters that differ
+# by rounding, and Adam divides each gradient by its own running RMS, so a gradient component
+# that is zero up to rounding gets a full-size step of either sign. Rounding differences
+# therefore grow with the steps taken, by an amount that depends on the CPU. What does not
+# depend on the CPU is that they stay far below what training itself does: a real
+# difference between the two programs (a dropped or reordered batch, per-shard BatchNorm
+# statistics, another learning rate or data order) changes a step's loss, or the final
+# parameters, by a sizeable fraction of how much training changes them. The bound: within
+# TRAJECTORY_FRACTION of the reference's own change over the run (the range of its per-step
+# losses; the distance its parameters moved from their initial values).
+TRAJECTORY_FRACTION = 1e-2
+
+
+def assert_same_evaluation(got, want, err_msg=""):
+  """Two orders of the same float32 sums: within EVAL_RTOL relative (EVAL_ATOL near zero)."""
+  np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=EVAL_RTOL, atol=EVAL_ATOL, err_msg=err_msg)
+
+
+def assert_same_trajectory(got, want, err_msg=""):
+  """Per-step values (losses) of two programs that train the same run: every step within
+  TRAJECTORY_FRACTION of the reference's range over the run."""
+  got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
+  assert got.shape == want.shape, (got.shape, want.shape, err_msg)
+  scale = float(want.max() - want.min())
+  assert scale > 0, f"{err_msg}: the reference does not change over the run, so it bounds nothing"
+  np.testing.assert_allclose(got, want, rtol=0, atol=TRAJECTORY_FRACTION * scale, err_msg=err_msg)
+
+
+def trained_parameters_distance(got, want, initial) -> tuple[float, float]:
+  """(|got - want|, |want - initial|): L2 norms over all leaves of three parameter pytrees."""
+  import jax  # pylint: disable=g-import-not-at-top
+
+  def norm(a, b):
+    return float(np.sqrt(sum(np.sum(np.square(np.asarray(x, np.float64) - np.asarray(y, np.float64)))
+                             for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)))))
+
+  return norm(got, want), norm(want, initial)
+
+
+def assert_same_trained_parameters(got, want, initial, err_msg=""):
+  """Parameters that two programs trained from the same `initial` ones: their distance is
+  within TRAJECTORY_FRACTION of how far training moved the reference."""
+  difference, moved = trained_parameters_distance(got, want, initial)
+  assert moved > 0, f"{err_msg}: training did not move the parameters, so they bound nothing"
+  assert difference <= TRAJECTORY_FRACTION * moved, (
+      f"{err_msg}: |got - want| = {difference:.3g} exceeds {TRAJECTORY_FRACTION} x the distance training "
+      f"moved them ({moved:.3g})")
+
+
+def assert_same_accuracies(got, want, num_test, err_msg=""):
+  """Accuracy matrices (percent) over `num_test` test images per task of two programs that
+  train the same run: an image whose two largest logits are within rounding of each other
+  may be classified either way, so each entry may differ by one image, no more."""
+  got, want = np.asarray(got, float), np.asarray(want, float)
+  np.testing.assert_array_equal(np.isnan(got), np.isnan(want), err_msg=err_msg)
+  np.testing.assert_allclose(got, want, rtol=0, atol=100.0 / num_test + 1e-9, equal_nan=True, err_msg=err_msg)
