@@ -1,4 +1,4 @@
-"""PAH's losses (paper eq. 4-6, DESIGN §3-4) against values computed by hand."""
+"""PAH's losses (paper eq. 4-6) against values computed by hand."""
 
 import math
 

@@ -47,7 +47,11 @@ def test_bad_config_values(override, fragment, tmp_path):
 
 
 def test_missing_flags_and_files(tmp_path):
-  assert_user_error(run_cli(FASHION), "--workdir")
+  # No --workdir: runs/<config name> under the current directory, here unusable (a file).
+  (tmp_path / "runs").write_text("")
+  proc = run_cli(f"--config={ROOT}/configs/fashion_mnist.py", cwd=tmp_path)
+  assert_user_error(proc, "runs/fashion_mnist")
+  assert proc.stdout.startswith("workdir: runs/fashion_mnist (no --workdir given)")
   assert_user_error(run_cli(f"--workdir={tmp_path}/w"), "--config")
   assert_user_error(run_cli("--config=configs/no_such.py", f"--workdir={tmp_path}/w"), "no_such.py")
   assert_user_error(run_cli(FASHION, f"--workdir={tmp_path}/w", "--config.train.epochs=abc"), "epochs")

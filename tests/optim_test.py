@@ -1,4 +1,4 @@
-"""Who is updated by what (DESIGN §3-4): per-group AdamW and the prototype-only optimiser."""
+"""Who is updated by what: per-group AdamW and the prototype-only optimiser."""
 
 import jax
 import jax.numpy as jnp

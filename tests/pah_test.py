@@ -1,4 +1,9 @@
-"""PAH's forward passes (DESIGN §2), L_sp's gradient (§3) and BatchNorm hygiene (§7).
+"""PAH's forward passes, L_sp's gradient and BatchNorm hygiene.
+
+Batched computations (all tasks' heads or logits at once) are compared with per-task ones:
+the same function with sums in another order, within tests/tolerance.py's one-evaluation
+bound (1e-5 relative); where BatchNorm normalises a handful of prototypes with their own
+batch statistics, which rounding perturbs, 1e-4 to 1e-3.
 
 Tiny networks throughout: ResNet-18 at width 0.125 (D = 64), K = 3 tasks of C = 2 classes,
 4x4 prototypes, 16x16 images. Real parameters come from `train.create_state` (which calls
@@ -285,7 +290,7 @@ def test_l_sp_gradient_reaches_only_old_prototypes(batch_norm):
 
 
 def test_prototype_and_teacher_passes_leave_running_stats():
-  """DESIGN §7: prototype_logits (either BatchNorm mode) returns logits only, no statistics to
+  """prototype_logits (either BatchNorm mode) returns logits only, no statistics to
   keep; the teacher pass with running statistics returns the running statistics bit-identical;
   only a pass with batch_statistics=True returns changed statistics."""
   _, state = _tiny()

@@ -1,4 +1,4 @@
-"""Initial prototypes (DESIGN §2, §4): semantic (resize / crop) and random init."""
+"""Initial prototypes: semantic (resize / crop) and random init."""
 
 import numpy as np
 import pytest

@@ -28,15 +28,17 @@ EVAL_ATOL = 1e-6
 
 # A training trajectory: after the first step the two runs start from parameters that differ
 # by rounding, and Adam divides each gradient by its own running RMS, so a gradient component
-# that is zero up to rounding gets a full-size step of either sign. Rounding differences
-# therefore grow with the steps taken, by an amount that depends on the CPU. What does not
-# depend on the CPU is that they stay far below what training itself does: a real
-# difference between the two programs (a dropped or reordered batch, per-shard BatchNorm
-# statistics, another learning rate or data order) changes a step's loss, or the final
-# parameters, by a sizeable fraction of how much training changes them. The bound: within
-# TRAJECTORY_FRACTION of the reference's own change over the run (the range of its per-step
-# losses; the distance its parameters moved from their initial values).
-TRAJECTORY_FRACTION = 1e-2
+# that is zero up to rounding gets a full-size step of either sign; BatchNorm over a few
+# numbers per channel amplifies further. Rounding differences therefore grow with the steps
+# taken, by an amount that depends on the CPU. What does not depend on the CPU is that they
+# stay well below what a real difference between the two programs does (a dropped or
+# reordered batch, per-shard BatchNorm statistics, another learning rate, data order or
+# seed). The bound: within TRAJECTORY_FRACTION of the reference's own change over the run
+# (the range of its per-step losses; how far its outputs moved from those of the initial
+# parameters). The toy runs of the tests sit on both sides of it: rounding reaches up to 1%
+# (separate vs parallel seeds' outputs), a real difference at least 14% (one epoch in
+# another order), and the tests that use it check that a real difference fails it.
+TRAJECTORY_FRACTION = 5e-2
 
 
 def assert_same_evaluation(got, want, err_msg=""):
@@ -54,25 +56,22 @@ def assert_same_trajectory(got, want, err_msg=""):
   np.testing.assert_allclose(got, want, rtol=0, atol=TRAJECTORY_FRACTION * scale, err_msg=err_msg)
 
 
-def trained_parameters_distance(got, want, initial) -> tuple[float, float]:
-  """(|got - want|, |want - initial|): L2 norms over all leaves of three parameter pytrees."""
-  import jax  # pylint: disable=g-import-not-at-top
+def assert_same_trained_function(got, want, initial, err_msg=""):
+  """Outputs (e.g. logits on fixed images) of the parameters that two programs trained from
+  the same initial ones, and of those initial parameters: within TRAJECTORY_FRACTION of how
+  far training moved the reference's outputs, in L2 norm.
 
-  def norm(a, b):
-    return float(np.sqrt(sum(np.sum(np.square(np.asarray(x, np.float64) - np.asarray(y, np.float64)))
-                             for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)))))
-
-  return norm(got, want), norm(want, initial)
-
-
-def assert_same_trained_parameters(got, want, initial, err_msg=""):
-  """Parameters that two programs trained from the same `initial` ones: their distance is
-  within TRAJECTORY_FRACTION of how far training moved the reference."""
-  difference, moved = trained_parameters_distance(got, want, initial)
-  assert moved > 0, f"{err_msg}: training did not move the parameters, so they bound nothing"
+  Outputs, not parameters: a parameter whose gradient is zero up to rounding (a direction the
+  loss is flat in) gets Adam steps of either sign, so parameters drift apart in directions
+  that do not change what the network computes, by a fraction of their movement that varies
+  with the run; the function they compute does not.
+  """
+  got, want, initial = (np.asarray(x, np.float64) for x in (got, want, initial))
+  difference, moved = float(np.linalg.norm(got - want)), float(np.linalg.norm(want - initial))
+  assert moved > 0, f"{err_msg}: training did not change the outputs, so they bound nothing"
   assert difference <= TRAJECTORY_FRACTION * moved, (
-      f"{err_msg}: |got - want| = {difference:.3g} exceeds {TRAJECTORY_FRACTION} x the distance training "
-      f"moved them ({moved:.3g})")
+      f"{err_msg}: |got - want| = {difference:.3g} is {difference / moved:.1%} of the change training made "
+      f"to the outputs ({moved:.3g}); the bound is {TRAJECTORY_FRACTION:.0%}")
 
 
 def assert_same_accuracies(got, want, num_test, err_msg=""):
