@@ -3,6 +3,7 @@
 #   - locked: Python 3.11 with the exact versions of requirements.lock (.venv, also used by the demo);
 #   - latest: Python 3.12 with the newest releases that pyproject.toml's ranges admit (.venv-latest).
 # `make test-fast`: the locked leg's fast tests (no end-to-end runs), for the edit-run loop.
+# Each leg's pytest header names its Python, JAX stack and CPU.
 PYTHON ?= python3
 # Python 3.12 for the latest leg: python3.12 on PATH, else pyenv's newest 3.12.
 PYTHON_LATEST ?= $(shell (python3.12 -c 'import sys; print(sys.executable)' 2>/dev/null) || \

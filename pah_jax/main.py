@@ -47,10 +47,12 @@ def _train_parallel_seeds(config, workdir: str) -> None:
 
 
 def _config_path(argv: list[str]) -> str | None:
-  """The file named by --config=FILE[:ARG], if given."""
-  for arg in argv[1:]:
+  """The file named by --config=FILE[:ARG] (or --config FILE), if given."""
+  for i, arg in enumerate(argv[1:], start=1):
     if arg.startswith("--config="):
       return arg.split("=", 1)[1].split(":", 1)[0]
+    if arg == "--config" and i + 1 < len(argv):
+      return argv[i + 1].split(":", 1)[0]
   return None
 
 
@@ -94,7 +96,7 @@ def main(argv: list[str]) -> None:
   workdir = _WORKDIR.value
   if not workdir:
     workdir = default_workdir(config_path)
-    print(f"workdir: {workdir} (no --workdir given)")
+    print(f"workdir: {workdir} (no --workdir given)", flush=True)
   logging.set_verbosity(logging.WARNING)
   try:
     config_check.validate(config)  # before JAX is imported: mistakes answer in a second
