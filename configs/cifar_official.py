@@ -1,4 +1,4 @@
-"""configs/cifar.py as the authors' code runs it (DESIGN §4; see configs/official.py).
+"""configs/cifar.py as the authors' code runs it (see configs/official.py).
 
   python -m pah_jax.main --config=configs/cifar_official.py --workdir=runs/cifar_official
 """

@@ -1,4 +1,4 @@
-"""Defaults shared by every config: PAH as the paper's text describes it (DESIGN §2-4).
+"""Defaults shared by every config: PAH as the paper's text describes it.
 
 Every other config imports `get_config()` from here and overrides what differs, so the
 full set of keys is visible in one place. `pah_jax.config_check` validates them.

@@ -5,7 +5,7 @@
 Data: the original IDX .gz files in data.path (default: Debian's dataset-fashion-mnist,
 /usr/share/datasets/fashion-mnist). 2000 training images per task (stratified), all 2000
 test images per task, ResNet-18 `cifar` stem at width 0.25 (feature 128), 2 epochs, batch 64:
-the calibration setting of DESIGN §7.
+the setting of the calibration runs of the authors' code (README, Quick start).
 
 Hypernetwork learning rate 1e-4 (the official AdamW groups use 1e-3): the paper does not
 state its optimiser, and at 1e-3 the hypernetwork's drift regenerates task 0's head wrongly

@@ -1,6 +1,6 @@
-"""configs/fashion_mnist.py as the authors' code runs it (DESIGN §4; see configs/official.py),
-at the calibration scale of DESIGN §7 (2000 images per task, 2 epochs, width 0.25, `cifar`
-stem as in the calibration runs of the authors' code).
+"""configs/fashion_mnist.py as the authors' code runs it (see configs/official.py),
+at the scale of the calibration runs of the authors' code (2000 images per task, 2 epochs,
+width 0.25, `cifar` stem as in those runs).
 
   python -m pah_jax.main --config=configs/fashion_mnist_official.py --workdir=runs/fmnist_official
 """

@@ -1,4 +1,4 @@
-"""The authors' code in every point of DESIGN §4, applied on top of another config.
+"""The authors' code in every point where it departs from the paper's text, applied on top of another config.
 
 Use the `*_official.py` configs; this module holds the overrides they share:
 crop-and-grey semantic init with that image removed from training, KL(new || old), sum over

@@ -1,4 +1,4 @@
-"""configs/tinyimagenet.py as the authors' code runs it (DESIGN §4; see configs/official.py).
+"""configs/tinyimagenet.py as the authors' code runs it (see configs/official.py).
 
   python -m pah_jax.main --config=configs/tinyimagenet_official.py --workdir=runs/tinyimagenet_official
 """

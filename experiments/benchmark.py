@@ -820,6 +820,18 @@ def sequence_row(args, config) -> dict:
 # --------------------------------------------------------------------------- report
 
 
+def cpu_model() -> str:
+  """The CPU's model name (/proc/cpuinfo), else what platform knows."""
+  try:
+    with open("/proc/cpuinfo") as f:
+      names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+    if names:
+      return names[0]
+  except OSError:
+    pass
+  return platform.processor() or platform.machine()
+
+
 def machine_info() -> dict:
   import jax
 
@@ -827,14 +839,7 @@ def machine_info() -> dict:
           "usable_cpus": usable_cpus(),
           "processor": platform.processor() or platform.machine(), "jax": jax.__version__,
           "jax_backend": jax.default_backend(), "jax_devices": [d.device_kind for d in jax.devices()],
-          "jax_device_count": jax.device_count()}
-  try:
-    with open("/proc/cpuinfo") as f:
-      names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
-    if names:
-      info["cpu_model"] = names[0]
-  except OSError:
-    pass
+          "jax_device_count": jax.device_count(), "cpu_model": cpu_model()}
   try:
     import torch
 

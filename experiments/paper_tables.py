@@ -453,7 +453,7 @@ def ablation_markdown(rows: list[Row], title: str, command: str, seeds, applied)
   lines = _preamble(f"PAH ablations on {title}", command, seeds, applied)
   lines += ["Each row changes one key of the base config; (base) marks the base config's own value "
             "(one run, shared by its rows). The paper's columns are its Split-CIFAR100 ablations "
-            "(DESIGN §6), whatever the data set measured here.", ""]
+            "(experiments/paper_values.py), whatever the data set measured here.", ""]
   body = []
   for row in rows:
     stats, paper, info = row_stats(row), row.info["paper"], row.info

@@ -1,4 +1,4 @@
-"""The PAH paper's numbers (De La Fuente et al. 2025, arXiv 2505.07450; DESIGN §6).
+"""The PAH paper's numbers (De La Fuente et al. 2025, arXiv 2505.07450).
 
 All ResNet-18, task-incremental, AA (average accuracy) and FM (forgetting) in percent.
 A value is (mean, std) where the paper gives a spread over seeds, (mean, None) where it
@@ -6,7 +6,7 @@ gives one number. `experiments/paper_tables.py` prints these next to measured nu
 """
 
 # Table 1, keyed by data set (config `data.name`). The paper reports one TinyImageNet result
-# without a split in DESIGN §6; the tables show it next to both 10x20 and 20x10.
+# without a split in the paper; the tables show it next to both 10x20 and 20x10.
 TABLE1_DATASETS = {
     "cifar100": "Split-CIFAR100",
     "tiny_imagenet": "TinyImageNet",
@@ -37,7 +37,7 @@ BASELINES = {
     },
 }
 
-# The paper's PAH setting, which every ablation changes in one key (DESIGN §3).
+# The paper's PAH setting, which every ablation changes in one key.
 PAPER_SETTING = {
     "pah.prototype_size": 10,
     "pah.prototype_init": "semantic",
@@ -77,7 +77,7 @@ ABLATION_VALUES = {
     ("pah.lambda_sp", 1.0): _MAIN,
 }
 
-# What the paper says where DESIGN §6 records no number for a setting.
+# What the paper says where it gives no number for a setting.
 ABLATION_NOTES = {
     ("pah.lambda_sm", 0.5): "best lambda_sm",
     ("pah.lambda_sp", 0.0): "clearly worse than lambda_sp=1.0",

@@ -22,6 +22,8 @@ import tempfile
 import time
 import xml.etree.ElementTree as ET
 
+from experiments.benchmark import cpu_model
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 SETTINGS = {
@@ -38,17 +40,6 @@ FILES = [
     "tests/pah_test.py", "tests/methods_test.py", "tests/losses_test.py", "tests/optim_test.py",
     "tests/prototypes_test.py", "tests/pretrained_test.py",
 ]
-
-
-def cpu_model() -> str:
-  try:
-    with open("/proc/cpuinfo") as f:
-      for line in f:
-        if line.startswith("model name"):
-          return line.split(":", 1)[1].strip()
-  except OSError:
-    pass
-  return platform.processor() or platform.machine()
 
 
 def run_setting(flags: str, files: list[str], workers: str) -> dict:

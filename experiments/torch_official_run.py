@@ -6,7 +6,7 @@
 A cross-check of the `official` preset: the same tasks, subsample, initial prototypes (and the
 images removed for them), epochs, batch size and accuracy protocol as `pah_jax.main` with that
 config, but every update is the PyTorch step of experiments/torch_reference.py (written from
-DESIGN §3-4: per-old-task backbone passes, two AdamW optimisers, batch statistics everywhere).
+as the authors' code runs it: per-old-task backbone passes, two AdamW optimisers, batch statistics everywhere).
 If both give the same accuracy matrices up to seed noise, a gap to the authors' numbers lies
 outside the algorithm (backbone, data, harness). Only the weights' initial draws and the
 data order differ from pah_jax (PyTorch's generator, NumPy's permutation).

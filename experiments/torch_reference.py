@@ -1,8 +1,8 @@
 """A PyTorch reference of the official PAH train step, for `experiments/benchmark.py` only.
 
-Written from the method's specification (DESIGN §2-4, official column of §4), not from the
-authors' code. It reproduces what makes the official step expensive, so that the benchmark
-compares pah_jax against the algorithm as the authors run it:
+Written from the method's specification (the paper's equations and the authors' code's
+choices listed in the README's "Presets"), not from the authors' code. It reproduces what
+makes the official step expensive, so that the benchmark compares pah_jax against the algorithm as the authors run it:
 
 - the whole model (backbone, hypernetwork, prototypes) stays in train mode: BatchNorm uses
   batch statistics in every pass, the frozen old model's passes included;
@@ -102,7 +102,7 @@ class ResNet18(nn.Module):
 
 class Hypernetwork(nn.Module):
   """e_k -> flat head weights: in -> H -> (layers x H) -> out, LeakyReLU(0.01), no biases,
-  Kaiming-normal fan-in init with the last layer divided by 10 (DESIGN §2)."""
+  Kaiming-normal fan-in init with the last layer divided by 10."""
 
   def __init__(self, in_features: int, out_features: int, hidden: int = 16, layers: int = 1):
     super().__init__()

@@ -1,4 +1,4 @@
-"""Continual-learning metrics on the accuracy matrix (DESIGN.md §5). Numpy only.
+"""Continual-learning metrics on the accuracy matrix. Numpy only.
 
 R is a K x K array of test accuracies in percent: R[i][j] = accuracy on task j after
 training task i (i, j = 0..K-1). Entries above the diagonal (j > i) may be NaN, meaning

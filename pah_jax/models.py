@@ -1,4 +1,4 @@
-"""Flax modules: the ResNet-18 backbone beta_theta and the hypernetwork Upsilon (DESIGN §2).
+"""Flax modules: the ResNet-18 backbone beta_theta and the hypernetwork Upsilon.
 
 Both are plain `flax.linen` modules; everything PAH does with them (heads generated from
 prototypes, prototype forwards, losses) lives in `pah.py` as pure functions over the

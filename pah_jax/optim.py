@@ -1,4 +1,4 @@
-"""Who is updated by what: every optimiser and freezing policy of PAH, in one place (DESIGN §3-4).
+"""Who is updated by what: every optimiser and freezing policy of PAH, in one place.
 
 - The main update, from L_hm + lambda_sm L_sm, moves backbone, hypernetwork and prototypes,
   each parameter group with its own AdamW learning rate.

@@ -1,4 +1,4 @@
-"""PAH's forward passes as pure functions over the parameter pytree (DESIGN §2).
+"""PAH's forward passes as pure functions over the parameter pytree.
 
 params = {"backbone": ..., "hypernet": ..., "prototypes": (K, C, s, s, ch)}
 batch_stats = the backbone's BatchNorm running statistics.
@@ -123,7 +123,8 @@ def backbone_features(nets: Networks, backbone_params, batch_stats, images: jax.
 
   With batch_statistics=True BatchNorm normalises with the batch's own statistics and the
   returned running statistics include this batch; callers keep them only for the current
-  model's training batch (never for prototype or teacher passes: DESIGN §7).
+  model's training batch (never for prototype or teacher passes: those statistics would drift
+  away from the images that running-statistics evaluation sees).
   """
   images = images_lib.to_backbone_channels(images)
   variables = {"params": backbone_params, "batch_stats": batch_stats}

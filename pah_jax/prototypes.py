@@ -1,4 +1,4 @@
-"""Initial values of the learnable prototypes P (DESIGN §2, paper §3.2).
+"""Initial values of the learnable prototypes P (paper §3.2).
 
 P holds one (C, s, s, ch) tensor per task, preallocated for all K tasks as (K, C, s, s, ch)
 so that shapes never change with the task index. The task embedding is e_k = flatten(P_k)

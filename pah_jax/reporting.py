@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 
-# The keys results.json must carry (CONTRACT.md); `extra` may not overwrite them.
+# The keys results.json must carry (README, "Command line and outputs"); `extra` may not overwrite them.
 _RESULT_KEYS = ("accuracy_matrix", "average_accuracy", "forgetting", "bwt", "config",
                 "seconds")
 
@@ -78,7 +78,7 @@ def jsonable(obj):
 
 
 def write_results_json(path, R, summary, config_dict, seconds, extra=None):
-  """Writes CONTRACT.md's results.json atomically (a temporary file, then os.replace),
+  """Writes results.json atomically (a temporary file, then os.replace),
   so a crash never leaves a half-written file that a resumed run would trust.
 
   Keys: accuracy_matrix (K lists of K numbers, NaN -> null), average_accuracy,

@@ -10,14 +10,7 @@ import numpy as np
 import pytest
 
 from configs import default
-
-
-def _cpu_model() -> str:
-  try:
-    with open("/proc/cpuinfo") as f:
-      return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-  except (OSError, StopIteration):
-    return platform.processor() or platform.machine()
+from experiments.benchmark import cpu_model
 
 
 def pytest_report_header(config):  # pylint: disable=unused-argument
@@ -27,7 +20,7 @@ def pytest_report_header(config):  # pylint: disable=unused-argument
                "tensorflow-datasets"):
     with contextlib.suppress(importlib.metadata.PackageNotFoundError):
       versions.append(f"{name} {importlib.metadata.version(name)}")
-  return [f"python {platform.python_version()}; {', '.join(versions)}", f"cpu: {_cpu_model()} ({os.cpu_count()} cores)"]
+  return [f"python {platform.python_version()}; {', '.join(versions)}", f"cpu: {cpu_model()} ({os.cpu_count()} cores)"]
 
 
 def make_npz(path, num_classes=4, train_per_class=48, test_per_class=12, size=12, channels=1, seed=0):

@@ -1,4 +1,4 @@
-"""Cut a labelled data set into a sequence of class-disjoint tasks (DESIGN §1).
+"""Cut a labelled data set into a sequence of class-disjoint tasks.
 
 Pure numpy, no I/O. Every task holds C = num_classes / num_tasks classes of its own;
 inside a task, labels are remapped to 0..C-1 in the order of `Task.classes`.
