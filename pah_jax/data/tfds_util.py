@@ -26,6 +26,9 @@ class _DropVariantFolderWarnings(logging.Filter):
     return not str(record.msg).startswith("Variant folder")
 
 
+_VARIANT_FILTER = _DropVariantFolderWarnings()
+
+
 @contextlib.contextmanager
 def quiet_native_logs():
   """Within: what C++ code writes to stderr (file descriptor 2) is dropped, while Python's
@@ -52,9 +55,6 @@ def quiet_native_logs():
         os.dup2(terminal, 2)
   finally:
     os.close(terminal)
-
-
-_VARIANT_FILTER = _DropVariantFolderWarnings()
 
 
 def cache_dir() -> str:
