@@ -24,22 +24,9 @@ if ROOT not in sys.path:
   sys.path.insert(0, ROOT)
 
 from experiments import paper_tables as pt  # pylint: disable=wrong-import-position
-from pah_jax import config_check  # pylint: disable=wrong-import-position
+from pah_jax import methods  # pylint: disable=wrong-import-position
 from pah_jax.errors import Stopped  # pylint: disable=wrong-import-position
 from pah_jax.errors import UserError  # pylint: disable=wrong-import-position
-
-DESCRIPTIONS = {
-    "pah": "PAH (prototype-augmented hypernetwork)",
-    "hnet": "hypernetwork + learned task embedding (PAH without prototypes)",
-    "finetune": "fine-tuning, stored heads (lower bound)",
-    "joint": "joint training on all tasks (upper bound)",
-    "lwf": "LwF (Li & Hoiem 2017)",
-    "ewc": "online EWC (Schwarz et al. 2018)",
-    "si": "SI (Zenke et al. 2017)",
-    "agem": "A-GEM (Chaudhry et al. 2019), memory {memory}",
-    "derpp": "DER++ (Buzzega et al. 2020), buffer {buffer}",
-}
-
 
 def _rate(lr: float) -> str:
   return f"{lr:g}"
@@ -51,7 +38,7 @@ def make_row(base, method: str, lr, seeds, workdir: str) -> pt.Row:
   if lr is not None:
     config.optim.lr_backbone = lr
   rate = _rate(config.optim.lr_backbone)
-  name = DESCRIPTIONS[method].format(memory=config.agem.memory_size, buffer=config.derpp.buffer_size)
+  name = methods.declaration(method).describe(config)
   return pt.Row(config=config, directory=os.path.join(workdir, method, f"lr_{rate}"), seeds=tuple(seeds),
                 info={"label": f"{method} lr {rate}", "method": method, "description": name,
                       "lr_backbone": config.optim.lr_backbone})
@@ -116,7 +103,7 @@ def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--config", default="configs/fashion_mnist.py", help="the config every method runs")
-  parser.add_argument("--methods", nargs="+", default=list(config_check.METHODS), help="methods (default: all)")
+  parser.add_argument("--methods", nargs="+", default=list(methods.BUILTIN), help="methods (default: all)")
   parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="table seeds (default: 0 1 2)")
   parser.add_argument("--lr-grid", nargs="+", type=float, default=[], metavar="LR",
                       help="backbone learning rates to tune each method over (default: none, the config's)")
@@ -127,9 +114,9 @@ def main(argv=None) -> int:
   parser.add_argument("--compile-cache", default=None,
                       help="JAX persistent compilation cache (default: <workdir>/jax_cache; none: off)")
   args = parser.parse_args(argv)
-  unknown = [m for m in args.methods if m not in config_check.METHODS]
+  unknown = [m for m in args.methods if m not in methods.BUILTIN]
   if unknown or len(set(args.methods)) != len(args.methods):
-    print(f"error: --methods must be distinct names among {', '.join(config_check.METHODS)}", file=sys.stderr)
+    print(f"error: --methods must be distinct names among {', '.join(methods.BUILTIN)}", file=sys.stderr)
     return 2
   if len(set(args.seeds)) != len(args.seeds) or args.tune_seed in args.seeds and args.lr_grid:
     print("error: --seeds must be distinct and must not contain --tune-seed", file=sys.stderr)

@@ -32,7 +32,7 @@ from pah_jax import data as data_lib  # pylint: disable=wrong-import-position
 from pah_jax import methods  # pylint: disable=wrong-import-position
 from pah_jax import metrics  # pylint: disable=wrong-import-position
 from pah_jax import train as train_lib  # pylint: disable=wrong-import-position
-from pah_jax.methods import hypernet  # pylint: disable=wrong-import-position
+from pah_jax.methods import pah as pah_method  # pylint: disable=wrong-import-position
 
 
 def parse_args(argv):
@@ -72,7 +72,7 @@ def run_seed(config, seed: int) -> dict:
   p, o, t = config.pah, config.optim, config.train
   # pah_jax.main's own initial prototypes and training sets (init images removed).
   setup = train_lib.make_setup(config, tasks)
-  protos, _ = hypernet.initial_prototypes(setup)
+  protos, _ = pah_method.initial_prototypes(setup)
   train = train_lib.training_sets(methods.build(setup), tasks)
 
   torch.manual_seed(seed)

@@ -13,8 +13,6 @@ import ml_collections
 import optax
 
 PARAM_GROUPS = ("backbone", "hypernet", "prototypes")  # PAH's groups
-# Every group any method uses: stored heads (baselines), task embeddings (hnet).
-ALL_GROUPS = PARAM_GROUPS + ("heads", "embeddings")
 
 
 def param_labels(params: dict) -> dict:

@@ -2,9 +2,11 @@
 
 P holds one (C, s, s, ch) tensor per task, preallocated for all K tasks as (K, C, s, s, ch)
 so that shapes never change with the task index. The task embedding is e_k = flatten(P_k)
-(see `pah.task_embeddings`). Initial values are computed on the host from the training
+(see `networks.task_embeddings`). Initial values are computed on the host from the training
 data, once per run, deterministically from the seed, so a resumed run recomputes the same.
 """
+
+import dataclasses
 
 import jax
 import jax.numpy as jnp
@@ -46,21 +48,37 @@ def semantic_prototypes(images: np.ndarray, *, size: int, channels: int, method:
   return images_lib.adapt_channels(x, channels).astype(np.float32)
 
 
-def initial_prototypes(train_images: list[np.ndarray], train_labels: list[np.ndarray], *,
-                       num_classes: int, size: int, channels: int, init: str, semantic_init: str,
-                       mean, std, random_mean: float, random_std: float,
-                       seed: int) -> tuple[np.ndarray, np.ndarray | None]:
+@dataclasses.dataclass(frozen=True)
+class InitSettings:
+  """How the prototypes start (config section pah): `init` semantic | random; for semantic,
+  `semantic_init` resize | crop; for random, N(random_mean, random_std)."""
+
+  size: int  # s
+  channels: int  # ch of the prototypes (the data's, or 1 for grey)
+  init: str = "semantic"
+  semantic_init: str = "resize"
+  random_mean: float = 0.5
+  random_std: float = 0.1
+
+  @classmethod
+  def from_config(cls, pah, data_channels: int) -> "InitSettings":
+    return cls(size=pah.prototype_size, channels=pah.prototype_channels or data_channels, init=pah.prototype_init,
+               semantic_init=pah.semantic_init, random_mean=pah.random_init_mean, random_std=pah.random_init_std)
+
+
+def initial_prototypes(train_images: list[np.ndarray], train_labels: list[np.ndarray], how: InitSettings, *,
+                       num_classes: int, mean, std, seed: int) -> tuple[np.ndarray, np.ndarray | None]:
   """All K tasks' initial prototypes (K, C, s, s, ch) and, for semantic init, the chosen
   training-image indices (K, C) (the official preset removes those images from training)."""
   k = len(train_images)
-  if init == "random":
+  if how.init == "random":
     rng = np.random.default_rng([seed, 0xB0B])
-    protos = rng.normal(random_mean, random_std, (k, num_classes, size, size, channels))
+    protos = rng.normal(how.random_mean, how.random_std, (k, num_classes, how.size, how.size, how.channels))
     return protos.astype(np.float32), None
-  if init != "semantic":
-    raise ValueError(f"unknown prototype init {init!r}")
+  if how.init != "semantic":
+    raise ValueError(f"unknown prototype init {how.init!r}")
   chosen = choose_init_images(train_labels, num_classes, seed)
   protos = np.stack([
-      semantic_prototypes(train_images[t][chosen[t]], size=size, channels=channels,
-                          method=semantic_init, mean=mean, std=std) for t in range(k)])
+      semantic_prototypes(train_images[t][chosen[t]], size=how.size, channels=how.channels,
+                          method=how.semantic_init, mean=mean, std=std) for t in range(k)])
   return protos, chosen

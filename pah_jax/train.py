@@ -22,19 +22,20 @@ from pah_jax import data as data_lib
 from pah_jax import errors
 from pah_jax import images as images_lib
 from pah_jax import methods
+from pah_jax.methods import base
 from pah_jax import metrics as metrics_lib
-from pah_jax import pah
+from pah_jax import networks
 from pah_jax import pretrained
 from pah_jax import reporting
 from pah_jax import sharding
 
-TrainState = methods.TrainState
+TrainState = base.TrainState
 
 
 # --------------------------------------------------------------------------- state
 
 
-def create_state(method: methods.Method, config: ml_collections.ConfigDict) -> TrainState:
+def create_state(method: base.Method, config: ml_collections.ConfigDict) -> TrainState:
   """Step 0 of a run: the method's fresh parameters (pretrained backbone when configured), its
   optimiser state and its own state, and the run's root PRNG key."""
   rng = jax.random.PRNGKey(config.seed)
@@ -55,7 +56,7 @@ def create_state(method: methods.Method, config: ml_collections.ConfigDict) -> T
 # --------------------------------------------------------------------------- the step
 
 
-def make_train_step(method: methods.Method, *, augment: bool, mean, std, mesh=None) -> Callable:
+def make_train_step(method: base.Method, *, augment: bool, mean, std, mesh=None) -> Callable:
   """The loop's step around `method.step`: splits the uint8 batch over devices, augments and
   normalises it on device, runs the method's update and advances the step counter.
   `task_id` is a traced int, so one compiled step serves the whole run."""
@@ -69,7 +70,7 @@ def make_train_step(method: methods.Method, *, augment: bool, mean, std, mesh=No
       # Streams of the root key: 0 initialisation, 1 data order, 2 augmentation.
       images = images_lib.random_crop_flip(jax.random.fold_in(jax.random.fold_in(state.rng, 2), state.step),
                                            images_u8)
-    batch = methods.Batch(images_lib.normalize(images, mean, std), images_u8, labels, task_id)
+    batch = base.Batch(images_lib.normalize(images, mean, std), images_u8, labels, task_id)
     state, metrics = method.step(state, batch)
     return state.replace(step=state.step + 1), {k: metrics[k].astype(jnp.float32) for k in method.metric_names}
 
@@ -258,7 +259,7 @@ class _Run:
 
   config: ml_collections.ConfigDict
   tasks: data_lib.TaskSequence
-  method: methods.Method
+  method: base.Method
   train_sets: list  # [(uint8 images, labels)] per task (joint: the union, at the last task)
   padded_size: int  # every task's arrays are padded to this, so shapes never change
   begin_task: Callable
@@ -310,20 +311,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     return _train(config, ckpt, stop, resume=meta is not None)
 
 
-def make_setup(config: ml_collections.ConfigDict, tasks: data_lib.TaskSequence) -> methods.Setup:
+def make_setup(config: ml_collections.ConfigDict, tasks: data_lib.TaskSequence) -> base.Setup:
   """What a method's builder needs to know of this config and task sequence."""
-  nets = pah.build_networks(config, len(tasks.tasks), tasks.num_classes_per_task)
-  return methods.Setup(config=config, nets=nets, num_tasks=len(tasks.tasks), num_classes=tasks.num_classes_per_task,
+  nets = networks.build_networks(config, len(tasks.tasks), tasks.num_classes_per_task)
+  return base.Setup(config=config, nets=nets, num_tasks=len(tasks.tasks), num_classes=tasks.num_classes_per_task,
                        image_shape=tuple(tasks.image_shape), mean=tuple(tasks.mean), std=tuple(tasks.std),
                        tasks=tasks)
 
 
-def build_method(config: ml_collections.ConfigDict, tasks: data_lib.TaskSequence) -> methods.Method:
+def build_method(config: ml_collections.ConfigDict, tasks: data_lib.TaskSequence) -> base.Method:
   """The configured method for this task sequence."""
   return methods.build(make_setup(config, tasks))
 
 
-def training_sets(method: methods.Method, tasks: data_lib.TaskSequence) -> list:
+def training_sets(method: base.Method, tasks: data_lib.TaskSequence) -> list:
   """Per task, the (images, labels) it trains on. Joint training: every task's examples at the
   last task, with labels task * C + label (earlier entries empty)."""
   sets = [(t.x_train, t.y_train) for t in tasks.tasks]
@@ -428,16 +429,17 @@ def write_results(ckpt: checkpointing.Checkpointer, config, tasks: data_lib.Task
   return reporting.read_results(ckpt.results_path)
 
 
-def make_task_evaluate(config, method: methods.Method, tasks: data_lib.TaskSequence, compiled: bool, mesh=None):
+def make_task_evaluate(config, method: base.Method, tasks: data_lib.TaskSequence, compiled: bool, mesh=None):
   """`make_evaluate` as the config asks for it (BatchNorm mode, batch sizes, accuracy protocol)."""
-  return make_evaluate(method.logits, evaluation_batch_stats(config), tasks.mean, tasks.std,
+  return make_evaluate(method.logits, evaluation_batch_stats(config, method), tasks.mean, tasks.std,
                        config.train.eval_batch_size, config.train.batch_size, compiled, mesh,
                        batch_mean=config.train.eval_accuracy == "batch_mean")
 
 
-def evaluation_batch_stats(config: ml_collections.ConfigDict) -> bool:
-  """Whether evaluation normalises with batch statistics (`pah.eval_batch_norm`, else batch_norm)."""
-  return (pah.eval_batch_norm(config) or config.model.batch_norm) == "batch"
+def evaluation_batch_stats(config: ml_collections.ConfigDict, method: base.Method) -> bool:
+  """Whether evaluation normalises with batch statistics: the method's override (joint), else
+  model.eval_batch_norm, else model.batch_norm."""
+  return (method.eval_batch_norm or config.model.eval_batch_norm or config.model.batch_norm) == "batch"
 
 
 def _train_task(run: _Run, state: TrainState, task_id: int, position: checkpointing.Position,

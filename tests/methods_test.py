@@ -19,7 +19,7 @@ import pytest
 from configs import default
 from pah_jax import config_check
 from pah_jax import methods
-from pah_jax import pah
+from pah_jax import networks
 from pah_jax import train
 from pah_jax.methods import agem
 from pah_jax.methods import base
@@ -59,7 +59,7 @@ def _override(config, **overrides):
 
 def _method(name, **overrides):
   config = _override(_config(name), **overrides)
-  setup = methods.Setup(config=config, nets=pah.build_networks(config, K, C), num_tasks=K, num_classes=C,
+  setup = base.Setup(config=config, nets=networks.build_networks(config, K, C), num_tasks=K, num_classes=C,
                         image_shape=IMAGE_SHAPE, mean=MEAN, std=STD)
   return methods.build(setup), config
 
@@ -102,9 +102,18 @@ def _moved(a, b):
   return any(not np.array_equal(x, y) for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)))
 
 
-def test_registry_matches_config_check():
-  assert tuple(methods.BUILDERS) == config_check.METHODS
-  assert set(config_check._READS) == set(config_check.METHODS)  # pylint: disable=protected-access
+def test_every_builtin_method_declares_itself_and_its_sections_are_the_defaults():
+  """The registry, the default config's method sections and the baselines' descriptions all
+  come from the methods' declarations."""
+  config = default.get_config()
+  for name in methods.BUILTIN:
+    d = methods.declaration(name)
+    assert d.name == name and d.description
+    for section, make in d.sections.items():
+      assert config[section].to_dict() == make().to_dict()
+  assert methods.declaration("agem").describe(config) == "A-GEM (Chaudhry et al. 2019), memory 200"
+  with pytest.raises(config_check.UserError, match="neither a built-in method"):
+    methods.declaration("no_such_method")
 
 
 def test_resume_ignores_only_keys_the_method_never_reads():
@@ -163,11 +172,14 @@ def test_joint_tests_with_running_statistics_and_old_joint_runs_are_not_resumed_
   from pah_jax import reporting  # pylint: disable=g-import-not-at-top
   from pah_jax import train  # pylint: disable=g-import-not-at-top
 
-  assert train.evaluation_batch_stats(_config("pah")) and train.evaluation_batch_stats(_config("finetune"))
-  assert not train.evaluation_batch_stats(_config("joint"))
-  assert train.evaluation_batch_stats(_override(_config("joint"), joint__eval_batch_norm="batch"))
-  assert train.evaluation_batch_stats(_override(_config("joint"), joint__eval_batch_norm=""))
-  assert not train.evaluation_batch_stats(_override(_config("pah"), model__eval_batch_norm="running"))
+  def evaluation_batch_stats(name, **overrides):
+    return train.evaluation_batch_stats(*reversed(_method(name, **overrides)))
+
+  assert evaluation_batch_stats("hnet") and evaluation_batch_stats("finetune")
+  assert not evaluation_batch_stats("joint")
+  assert evaluation_batch_stats("joint", joint__eval_batch_norm="batch")
+  assert evaluation_batch_stats("joint", joint__eval_batch_norm="")
+  assert not evaluation_batch_stats("hnet", model__eval_batch_norm="running")
 
   for method in ("joint", "finetune"):
     saved = reporting.jsonable(_config(method))
@@ -271,7 +283,7 @@ def test_ewc_fisher_accumulates_and_the_penalty_acts_after_the_first_task():
 def test_fisher_matches_a_loop_over_single_examples():
   method, config = _method("ewc")
   state = train.create_state(method, config)
-  setup = methods.Setup(config=config, nets=pah.build_networks(config, K, C), num_tasks=K, num_classes=C,
+  setup = base.Setup(config=config, nets=networks.build_networks(config, K, C), num_tasks=K, num_classes=C,
                         image_shape=IMAGE_SHAPE, mean=MEAN, std=STD)
   x, y = _batch(n=4)
   xn = setup.normalize(jnp.asarray(x))

@@ -7,7 +7,7 @@ batch statistics, which rounding perturbs, 1e-4 to 1e-3.
 
 Tiny networks throughout: ResNet-18 at width 0.125 (D = 64), K = 3 tasks of C = 2 classes,
 4x4 prototypes, 16x16 images. Real parameters come from `train.create_state` (which calls
-`pah.init_params`) once per session.
+`networks.init_params`) once per session.
 """
 
 import dataclasses
@@ -22,11 +22,11 @@ import pytest
 from configs import default
 from pah_jax import images as images_lib
 from pah_jax import losses
-from pah_jax import methods
 from pah_jax import optim
-from pah_jax import pah
+from pah_jax import networks
 from pah_jax import train
-from pah_jax.methods import hypernet
+from pah_jax.methods import base
+from pah_jax.methods import pah as pah_method
 
 K, C, S = 3, 2, 4
 D = 64  # 512 * 0.125
@@ -47,7 +47,7 @@ def _config(batch_norm="running", head_bias=False):
 
 
 def _nets(batch_norm="running", head_bias=False):
-  return pah.build_networks(_config(batch_norm, head_bias), K, C)
+  return networks.build_networks(_config(batch_norm, head_bias), K, C, hypernet=True)
 
 
 @functools.cache
@@ -56,7 +56,7 @@ def _tiny():
   protos = np.random.default_rng(0).normal(0.0, 1.0, (K, C, S, S, 3)).astype(np.float32)
   nets, config = _nets(), _config()
   del nets
-  state = train.create_state(hypernet.build_pah_for(config, protos, IMAGE_SHAPE, MEAN, STD), config)
+  state = train.create_state(pah_method.build_for(config, protos, IMAGE_SHAPE, MEAN, STD), config)
   return protos, state
 
 
@@ -105,7 +105,7 @@ def test_build_networks_sizes():
 def test_task_embeddings_class_major():
   """e_k = flatten(P_k): prototype 0 of task k first, then prototype 1."""
   protos = np.arange(K * C * S * S * 1, dtype=np.float32).reshape(K, C, S, S, 1)
-  e = pah.task_embeddings(jnp.asarray(protos))
+  e = networks.task_embeddings(jnp.asarray(protos))
   assert e.shape == (K, C * S * S)
   for k in range(K):
     np.testing.assert_array_equal(e[k], np.concatenate([protos[k, 0].ravel(), protos[k, 1].ravel()]))
@@ -118,18 +118,18 @@ def test_prototype_and_image_shapes(stem, s):
   (C, D) features per task; 32x32 and 64x64 images give (K, N, C) logits, for both stems."""
   config = _config()
   config.model.width, config.model.stem, config.pah.prototype_size = 0.25, stem, s
-  nets = pah.build_networks(config, K, C)
+  nets = networks.build_networks(config, K, C, hypernet=True)
   protos = jax.ShapeDtypeStruct((K, C, s, s, 1), jnp.float32)
-  params, stats = jax.eval_shape(lambda p: pah.init_params(nets, jax.random.PRNGKey(0), p, (32, 32, 3)), protos)
+  params, stats = jax.eval_shape(lambda p: networks.init_params(nets, jax.random.PRNGKey(0), p, (32, 32, 3)), protos)
   for batch_statistics in (False, True):
-    out = jax.eval_shape(functools.partial(pah.prototype_logits, nets, batch_statistics=batch_statistics),
+    out = jax.eval_shape(functools.partial(networks.prototype_logits, nets, batch_statistics=batch_statistics),
                          params, stats)
     assert out.shape == (K, C, C)
-  feats, _ = jax.eval_shape(functools.partial(pah.backbone_features, nets, batch_statistics=False),
+  feats, _ = jax.eval_shape(functools.partial(networks.backbone_features, nets, batch_statistics=False),
                             params["backbone"], stats, jax.ShapeDtypeStruct((C, s, s, 1), jnp.float32))
   assert feats.shape == (C, 128)
   for size in (32, 64):
-    logits, _ = jax.eval_shape(functools.partial(pah.image_logits, nets, batch_statistics=True), params, stats,
+    logits, _ = jax.eval_shape(functools.partial(networks.image_logits, nets, batch_statistics=True), params, stats,
                                jax.ShapeDtypeStruct((5, size, size, 3), jnp.float32))
     assert logits.shape == (K, 5, C)
 
@@ -144,7 +144,7 @@ def test_generate_heads_reshape(head_bias):
   nets = _nets(head_bias=head_bias)
   hyper = _random_hypernet_params(nets)
   protos = jnp.asarray(np.random.default_rng(2).normal(size=(K, C, S, S, 3)), jnp.float32)
-  weights, bias = pah.generate_heads(nets, hyper, protos)
+  weights, bias = networks.generate_heads(nets, hyper, protos)
   flat = np.asarray(nets.hypernet.apply({"params": hyper}, protos.reshape(K, -1)))
   assert weights.shape == (K, C, D)
   for k in range(K):
@@ -162,8 +162,8 @@ def test_generate_heads_depend_only_on_own_prototypes():
   nets = _nets()
   hyper = _random_hypernet_params(nets)
   protos = jnp.asarray(np.random.default_rng(2).normal(size=(K, C, S, S, 3)), jnp.float32)
-  w1, _ = pah.generate_heads(nets, hyper, protos)
-  w2, _ = pah.generate_heads(nets, hyper, protos.at[2].add(1.0))
+  w1, _ = networks.generate_heads(nets, hyper, protos)
+  w2, _ = networks.generate_heads(nets, hyper, protos.at[2].add(1.0))
   np.testing.assert_array_equal(w1[:2], w2[:2])
   assert not np.allclose(w1[2], w2[2])
 
@@ -175,7 +175,7 @@ def test_apply_heads(with_bias):
   features = rng.normal(size=(5, D)).astype(np.float32)
   weights = rng.normal(size=(K, C, D)).astype(np.float32)
   bias = rng.normal(size=(K, C)).astype(np.float32) if with_bias else None
-  logits = pah.apply_heads(jnp.asarray(features), jnp.asarray(weights), bias)
+  logits = networks.apply_heads(jnp.asarray(features), jnp.asarray(weights), bias)
   assert logits.shape == (K, 5, C)
   for k in range(K):
     expected = features @ weights[k].T + (bias[k] if with_bias else 0.0)
@@ -191,10 +191,10 @@ def test_image_logits_match_task_logits():
   nets = _nets()
   x, _ = _images()
   x = images_lib.normalize(x, MEAN, STD)
-  all_logits, _ = jit(functools.partial(pah.image_logits, nets, batch_statistics=False))(
+  all_logits, _ = jit(functools.partial(networks.image_logits, nets, batch_statistics=False))(
       state.params, state.batch_stats, x)
   assert all_logits.shape == (K, 4, C)
-  per_task = jit(functools.partial(pah.task_logits, nets, batch_statistics=False))
+  per_task = jit(functools.partial(networks.task_logits, nets, batch_statistics=False))
   for k in range(K):
     np.testing.assert_allclose(per_task(state.params, state.batch_stats, x, k), all_logits[k], rtol=1e-5, atol=1e-5)
 
@@ -203,7 +203,7 @@ def _random_params(nets, s, seed=0):
   """Well-scaled random (params, batch_stats) for s x s prototypes, without the random init:
   He-normal kernels, BN scale 1 + noise, bias noise, running mean 0 and variance 1."""
   protos = jax.ShapeDtypeStruct((K, C, s, s, 3), jnp.float32)
-  abstract = jax.eval_shape(lambda p: pah.init_params(nets, jax.random.PRNGKey(0), p, IMAGE_SHAPE), protos)
+  abstract = jax.eval_shape(lambda p: networks.init_params(nets, jax.random.PRNGKey(0), p, IMAGE_SHAPE), protos)
   rng = np.random.default_rng(seed)
 
   def fill(path, leaf):
@@ -226,13 +226,13 @@ def test_prototype_logits_rows(batch_norm):
   so the features depend chaotically on rounding and no reference can match them.)"""
   config = _config(batch_norm)
   config.pah.prototype_size = 16
-  nets = pah.build_networks(config, K, C)
+  nets = networks.build_networks(config, K, C, hypernet=True)
   bn_batch = nets.batch_stats_outside_training
   params, stats = _random_params(nets, 16)
-  logits = jit(functools.partial(pah.prototype_logits, nets, batch_statistics=bn_batch))(params, stats)
+  logits = jit(functools.partial(networks.prototype_logits, nets, batch_statistics=bn_batch))(params, stats)
   assert logits.shape == (K, C, C)
-  weights, _ = pah.generate_heads(nets, params["hypernet"], params["prototypes"])
-  features = jit(functools.partial(pah.backbone_features, nets, batch_statistics=bn_batch))
+  weights, _ = networks.generate_heads(nets, params["hypernet"], params["prototypes"])
+  features = jit(functools.partial(networks.backbone_features, nets, batch_statistics=bn_batch))
   rows = []
   for j in range(K):
     f_j, _ = features(params["backbone"], stats, params["prototypes"][j])
@@ -249,7 +249,7 @@ def test_grey_prototypes_repeated_for_backbone():
   _, state = _tiny()
   nets = _nets()
   grey = jnp.asarray(np.random.default_rng(4).normal(size=(C, S, S, 1)), jnp.float32)
-  fn = jit(functools.partial(pah.backbone_features, nets, batch_statistics=False))
+  fn = jit(functools.partial(networks.backbone_features, nets, batch_statistics=False))
   a, _ = fn(state.params["backbone"], state.batch_stats, grey)
   b, _ = fn(state.params["backbone"], state.batch_stats, jnp.repeat(grey, 3, axis=-1))
   np.testing.assert_array_equal(a, b)
@@ -270,8 +270,8 @@ def test_l_sp_gradient_reaches_only_old_prototypes(batch_norm):
   old_mask = jnp.arange(K) < 2
 
   def l_sp(params, old_params, stats):
-    student = pah.prototype_logits(nets, params, stats, batch_statistics=bn_batch)
-    teacher = pah.prototype_logits(nets, old_params, stats, batch_statistics=bn_batch)
+    student = networks.prototype_logits(nets, params, stats, batch_statistics=bn_batch)
+    teacher = networks.prototype_logits(nets, old_params, stats, batch_statistics=bn_batch)
     return losses.distill_old_tasks(student, teacher, old_mask, temperature=config.pah.temperature,
                                     direction=config.pah.kl_direction, reduction=config.pah.old_task_reduction)
 
@@ -298,16 +298,16 @@ def test_prototype_and_teacher_passes_leave_running_stats():
   before = jax.tree_util.tree_map(np.array, stats)
   for batch_norm in ("running", "batch"):
     nets = _nets(batch_norm)
-    out = jit(functools.partial(pah.prototype_logits, nets, batch_statistics=nets.batch_stats_outside_training))(
+    out = jit(functools.partial(networks.prototype_logits, nets, batch_statistics=nets.batch_stats_outside_training))(
         state.params, stats)
     assert isinstance(out, jax.Array) and out.shape == (K, C, C)
   x = images_lib.normalize(_images()[0], MEAN, STD)
-  teacher = jit(functools.partial(pah.image_logits, nets, batch_statistics=False))
+  teacher = jit(functools.partial(networks.image_logits, nets, batch_statistics=False))
   logits, teacher_stats = teacher(state.extra["old_params"], stats, x)
   assert logits.shape == (K, 4, C)
   assert _leaves_equal(teacher_stats, before)
   assert _leaves_equal(stats, before)
-  student = jit(functools.partial(pah.backbone_features, nets, batch_statistics=True))
+  student = jit(functools.partial(networks.backbone_features, nets, batch_statistics=True))
   _, new_stats = student(state.params["backbone"], stats, x)
   assert jax.tree_util.tree_structure(new_stats) == jax.tree_util.tree_structure(before)
   changed = [not np.array_equal(a, b) for a, b in zip(jax.tree_util.tree_leaves(new_stats),
@@ -321,19 +321,19 @@ def _step_runs(batch_norm):
   with lambda_sp = 1 (lambda_sp traced, so the step compiles once)."""
   protos, state = _tiny()
   nets, config = _nets(batch_norm), _config(batch_norm)
-  settings = hypernet.StepSettings.from_config(config)
-  assert settings.lambda_sp == 1.0 and not settings.official_prototype_update
+  settings = base.settings(config.pah)
+  assert settings.lambda_sp == 1.0 and settings.prototype_update == "masked"
   main_opt, proto_opt = optim.main_optimizer(config.optim), optim.prototype_optimizer(config.optim)
 
   @jit
   def run(state, x, y, task_id, lambda_sp):
-    step = hypernet.make_pah_step(nets, dataclasses.replace(settings, lambda_sp=lambda_sp), main_opt, proto_opt)
-    return step(state, methods.Batch(images_lib.normalize(x, MEAN, STD), x, y, task_id))
+    step = pah_method.make_step(nets, settings.replace(lambda_sp=lambda_sp), main_opt, proto_opt)
+    return step(state, base.Batch(images_lib.normalize(x, MEAN, STD), x, y, task_id))
 
-  begin_task = jit(hypernet.make_begin_task(nets))
+  begin_task = jit(pah_method.make_begin_task(nets))
   x, y = _images()
   s0, m0 = run(begin_task(state, 0), x, y, 0, 1.0)
-  s1 = begin_task(hypernet.end_task(s0), 1)
+  s1 = begin_task(pah_method.end_task(s0), 1)
   x1, y1 = _images(seed=1)
   a, ma = run(s1, x1, y1, 1, 0.0)
   b, mb = run(s1, x1, y1, 1, 1.0)
@@ -365,16 +365,16 @@ def test_prototype_classification_term_moves_only_the_current_prototypes():
   (the current task) and nothing the main phase updates; P_0 and P_2 get no L_hp gradient."""
   protos, state = _tiny()
   nets, config = _nets("batch"), _config("batch")
-  settings = dataclasses.replace(hypernet.StepSettings.from_config(config), lambda_sp=0.0)
+  settings = base.settings(config.pah).replace(lambda_sp=0.0)
   assert settings.lambda_hp == 0.0  # off by default
   main_opt, proto_opt = optim.main_optimizer(config.optim), optim.prototype_optimizer(config.optim)
-  begin_task = jit(hypernet.make_begin_task(nets))
-  s1 = begin_task(hypernet.end_task(begin_task(state, 0)), 1)
+  begin_task = jit(pah_method.make_begin_task(nets))
+  s1 = begin_task(pah_method.end_task(begin_task(state, 0)), 1)
   x, y = _images(seed=1)
-  batch = methods.Batch(images_lib.normalize(x, MEAN, STD), x, y, 1)
+  batch = base.Batch(images_lib.normalize(x, MEAN, STD), x, y, 1)
   runs = {}
   for lambda_hp in (0.0, 1.0):
-    step = jit(hypernet.make_pah_step(nets, dataclasses.replace(settings, lambda_hp=lambda_hp), main_opt, proto_opt))
+    step = jit(pah_method.make_step(nets, settings.replace(lambda_hp=lambda_hp), main_opt, proto_opt))
     runs[lambda_hp] = step(s1, batch)
   (off, m_off), (on, m_on) = runs[0.0], runs[1.0]
   # L_hp is measured either way; a head that ranks its own prototypes at chance gives ~log C.
@@ -396,7 +396,7 @@ def test_train_step_running_stats_only_from_training_batch(batch_norm):
   feed them (a prototype batch would have moved them visibly)."""
   nets, _, s1, (x1, _), (a, _), _ = _step_runs(batch_norm)
   x = images_lib.normalize(x1, MEAN, STD)
-  fwd = jit(functools.partial(pah.backbone_features, nets, batch_statistics=True))
+  fwd = jit(functools.partial(networks.backbone_features, nets, batch_statistics=True))
   _, expected = fwd(s1.params["backbone"], s1.batch_stats, x)
   for got, want in zip(jax.tree_util.tree_leaves(a.batch_stats), jax.tree_util.tree_leaves(expected)):
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
@@ -419,7 +419,7 @@ class VariantsTest(chex.TestCase):
     nets = _nets(head_bias=True)
     hyper = _random_hypernet_params(nets)
     protos = jnp.asarray(np.random.default_rng(2).normal(size=(K, C, S, S, 3)), jnp.float32)
-    weights, bias = self.variant(lambda h, p: pah.generate_heads(nets, h, p))(hyper, protos)
+    weights, bias = self.variant(lambda h, p: networks.generate_heads(nets, h, p))(hyper, protos)
     flat = nets.hypernet.apply({"params": hyper}, protos.reshape(K, -1))
     chex.assert_shape(weights, (K, C, D))
     chex.assert_shape(bias, (K, C))
@@ -432,7 +432,7 @@ class VariantsTest(chex.TestCase):
     features = jnp.asarray(rng.normal(size=(3, D)), jnp.float32)
     weights = jnp.asarray(rng.normal(size=(K, C, D)), jnp.float32)
     bias = jnp.asarray(rng.normal(size=(K, C)), jnp.float32)
-    logits = self.variant(pah.apply_heads)(features, weights, bias)
+    logits = self.variant(networks.apply_heads)(features, weights, bias)
     chex.assert_shape(logits, (K, 3, C))
     np.testing.assert_allclose(logits, np.einsum("nd,kcd->knc", features, weights) + bias[:, None],
                                rtol=1e-5, atol=1e-5)
@@ -441,11 +441,11 @@ class VariantsTest(chex.TestCase):
   def test_prototype_logits(self):
     _, state = _tiny()
     nets = _nets()
-    logits = self.variant(lambda p, s: pah.prototype_logits(nets, p, s, batch_statistics=False))(
+    logits = self.variant(lambda p, s: networks.prototype_logits(nets, p, s, batch_statistics=False))(
         state.params, state.batch_stats)
     chex.assert_shape(logits, (K, C, C))
     chex.assert_tree_all_finite(logits)
-    weights, _ = pah.generate_heads(nets, state.params["hypernet"], state.params["prototypes"])
+    weights, _ = networks.generate_heads(nets, state.params["hypernet"], state.params["prototypes"])
     features = nets.backbone.apply({"params": state.params["backbone"], "batch_stats": state.batch_stats},
                                    state.params["prototypes"].reshape(K * C, S, S, 3), train=False)
     expected = np.einsum("kpd,kcd->kpc", np.asarray(features).reshape(K, C, D), weights)
@@ -459,7 +459,7 @@ def test_begin_task_takes_each_runs_initial_prototypes_from_its_state():
   other_protos = protos[::-1].copy()
   other = state.replace(params={**state.params, "prototypes": jnp.asarray(other_protos)},
                         extra={**state.extra, "init_codes": jnp.asarray(other_protos)})
-  begin_task = chex.assert_max_traces(hypernet.make_begin_task(_nets()), n=1)
+  begin_task = chex.assert_max_traces(pah_method.make_begin_task(_nets()), n=1)
   jitted = jit(begin_task)
   for run, initial in ((state, protos), (other, other_protos)):
     moved = run.replace(params={**run.params, "prototypes": run.params["prototypes"] + 1.0})

@@ -19,9 +19,11 @@ def _tasks(k=2, c=3, n=12, size=32, ch=3, seed=0):
 
 
 def _init(xs, ys, **kw):
-  args = dict(num_classes=3, size=8, channels=3, init="semantic", semantic_init="resize", mean=MEAN,
-              std=STD, random_mean=0.5, random_std=0.1, seed=0)
-  return prototypes.initial_prototypes(xs, ys, **(args | kw))
+  how = dict(size=8, channels=3, init="semantic", semantic_init="resize", random_mean=0.5, random_std=0.1)
+  rest = dict(num_classes=3, mean=MEAN, std=STD, seed=0)
+  how.update((k, v) for k, v in kw.items() if k in how)
+  rest.update((k, v) for k, v in kw.items() if k in rest)
+  return prototypes.initial_prototypes(xs, ys, prototypes.InitSettings(**how), **rest)
 
 
 def test_choose_init_images_picks_the_right_class():

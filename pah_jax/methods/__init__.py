@@ -1,34 +1,14 @@
-"""Continual-learning methods over the shared task loop: `build(setup)` picks one by name.
+"""Continual-learning methods over the shared task loop, one module per method.
 
-pah (the paper), hnet (PAH without prototypes), finetune and joint (lower and upper bounds),
-lwf, ewc (online), si, agem, derpp. See each module's docstring for the method, its sources
-and its config keys.
+Built in: pah (the paper), hnet (PAH without prototypes), finetune and joint (lower and upper
+bounds), lwf, ewc (online), si, agem, derpp. Each module's docstring gives the method, its
+sources and its config keys; `registry` says what a method module holds and how a config's
+`method` finds it, built in or not (docs/adding_a_method.md walks through one).
+
+This package imports no JAX: the declarations are read when a config is loaded and checked.
 """
 
-from pah_jax.methods import agem
-from pah_jax.methods import derpp
-from pah_jax.methods import ewc
-from pah_jax.methods import finetune
-from pah_jax.methods import hypernet
-from pah_jax.methods import lwf
-from pah_jax.methods import si
-from pah_jax.methods.base import Batch  # noqa: F401 (the package API)
-from pah_jax.methods.base import Method  # noqa: F401 (the package API)
-from pah_jax.methods.base import Setup  # noqa: F401 (the package API)
-from pah_jax.methods.base import TrainState  # noqa: F401 (the package API)
-
-BUILDERS = {
-    "pah": hypernet.build_pah,
-    "hnet": hypernet.build_hnet,
-    "finetune": finetune.build,
-    "joint": finetune.build_joint,
-    "lwf": lwf.build,
-    "ewc": ewc.build,
-    "si": si.build,
-    "agem": agem.build,
-    "derpp": derpp.build,
-}
-
-
-def build(setup: Setup) -> Method:
-  return BUILDERS[setup.config.method](setup)
+from pah_jax.methods.registry import BUILTIN  # noqa: F401 (the package API)
+from pah_jax.methods.registry import build  # noqa: F401 (the package API)
+from pah_jax.methods.registry import Declaration  # noqa: F401 (the package API)
+from pah_jax.methods.registry import declaration  # noqa: F401 (the package API)

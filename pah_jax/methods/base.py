@@ -1,6 +1,7 @@
 """What every continual-learning method provides to the shared task loop (`pah_jax.train`).
 
-A method is a handful of pure functions over one `TrainState` pytree. The loop owns data
+A method module's `build(setup: Setup) -> Method` (see `registry`) returns a handful of pure
+functions over one `TrainState` pytree. The loop owns data
 order, augmentation, normalisation, sharding, checkpoints, evaluation and metrics; a method
 owns its parameters, its optimiser, its loss and whatever it carries between steps and tasks
 (`TrainState.extra`: a frozen teacher, importance weights, a replay buffer, ...).
@@ -17,7 +18,7 @@ import jax.numpy as jnp
 import optax
 
 from pah_jax import images as images_lib
-from pah_jax import pah
+from pah_jax import networks
 
 
 @flax.struct.dataclass
@@ -70,14 +71,25 @@ class Method:
   # Per task, indices of training examples the method took out of the training set (PAH's
   # official prototype init removes the image each prototype is cut from); None = none.
   removed_from_training: list | None = None
+  # Test-time BatchNorm ("running" | "batch"), overriding model.eval_batch_norm / batch_norm
+  # ("" = as configured): joint training, whose batches mix the tasks.
+  eval_batch_norm: str = ""
+  # What a training step may change, for the conformance tests (tests/methods_conformance_test.py):
+  # trainable(params, task_id) -> a pytree like params of bool arrays, True where a step of
+  # task `task_id` may change the entry (default: everywhere); step_keeps: the keys of
+  # TrainState.extra no step changes (a frozen teacher, anchors, importances).
+  trainable: Callable | None = None
+  step_keeps: tuple[str, ...] = ()
+  # Named pieces of the step for profiling (experiments/benchmark.py): name -> f(state, batch).
+  phases: dict = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
 class Setup:
   """What a method's builder gets: the config and the sizes and statistics of the task sequence."""
 
-  config: Any  # ml_collections.ConfigDict
-  nets: pah.Networks  # backbone (and hypernetwork) modules and the BatchNorm settings
+  config: Any  # ml_collections.ConfigDict: read while building, never inside a jitted function
+  nets: networks.Networks  # the backbone module and the BatchNorm settings (no hypernetwork)
   num_tasks: int  # K
   num_classes: int  # C per task
   image_shape: tuple  # (H, W, channels) of the stored images
@@ -87,6 +99,33 @@ class Setup:
 
   def normalize(self, images_u8: jax.Array) -> jax.Array:
     return images_lib.normalize(images_u8, self.mean, self.std)
+
+  def settings(self, section: str) -> "Settings":
+    """Config section `section` as a frozen, hashable object: what a step closes over."""
+    return settings(self.config[section])
+
+
+def settings(section) -> "Settings":
+  """A config section (ConfigDict or dict) as frozen settings: attribute access, hashable,
+  no ConfigDict inside a jitted function."""
+  values = section.to_dict() if hasattr(section, "to_dict") else dict(section)
+  return Settings(tuple(sorted(values.items())))
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+  """Frozen key/value settings (see `settings`)."""
+
+  items: tuple
+
+  def __getattr__(self, name: str):
+    for key, value in self.items:
+      if key == name:
+        return value
+    raise AttributeError(name)
+
+  def replace(self, **changes) -> "Settings":
+    return Settings(tuple(sorted({**dict(self.items), **changes}.items())))
 
 
 # --------------------------------------------------------------------------- shared pieces
@@ -105,9 +144,14 @@ def apply_optimizer(optimizer: optax.GradientTransformation, params, grads, opt_
 
 
 def step_key(state: TrainState, stream: int) -> jax.Array:
-  """A PRNG key for this step of a method's own random stream (streams 0-2 are the loop's:
-  initialisation, data order, augmentation)."""
+  """A PRNG key for this step from a method's own random stream (a number it declares in
+  `Declaration.streams`, above the loop's `registry.LOOP_STREAMS`)."""
   return jax.random.fold_in(jax.random.fold_in(state.rng, stream), state.step)
+
+
+def task_key(state: TrainState, stream: int, task_id) -> jax.Array:
+  """A PRNG key for task `task_id` from a method's own random stream (work around a task)."""
+  return jax.random.fold_in(jax.random.fold_in(state.rng, stream), task_id)
 
 
 def tree_dot(a, b) -> jax.Array:

@@ -1,29 +1,21 @@
-"""Fine-tuning and joint training: the lower and upper bounds of every table.
+"""Fine-tuning: the lower bound of every table.
 
-finetune: one shared backbone and one stored linear head per task, trained on each task in
-  turn with plain cross-entropy; nothing protects old tasks (old heads are frozen, the
-  backbone is not), so its forgetting is what the other methods are measured against.
-joint: the same model trained once on the union of all tasks (each example through its own
-  task's head): the multi-task upper bound. It has no sequence, so only the last row of its
-  accuracy matrix is measured and its forgetting is undefined (null). Its batches mix the
-  tasks, so it tests with BatchNorm's running statistics (joint.eval_batch_norm, read by
-  pah.eval_batch_norm).
+One shared backbone and one stored linear head per task (`heads`), trained on each task in
+turn with plain cross-entropy; nothing protects old tasks (old heads are frozen, the backbone
+is not), so its forgetting is what the other methods are measured against.
+Config: optim.lr_heads (the heads' learning rate; the backbone's is optim.lr_backbone).
 """
 
-import functools
+from pah_jax.methods.registry import Declaration
 
-from pah_jax import optim
-from pah_jax.methods import base
-from pah_jax.methods import heads
-
-
-def build(setup: base.Setup, joint: bool = False) -> base.Method:
-  optimizer = optim.main_optimizer(setup.config.optim, ("backbone", "heads"))
-  return base.Method(
-      name="joint" if joint else "finetune", metric_names=heads.BASE_METRICS,
-      init=functools.partial(heads.init, setup), optimizer=optimizer,
-      step=heads.multihead_step(setup, optimizer, joint=joint),
-      logits=heads.evaluation_logits(setup), joint=joint)
+METHOD = Declaration(
+    name="finetune",
+    description="fine-tuning, stored heads (lower bound)",
+    reads=("optim.lr_heads",),
+)
 
 
-build_joint = functools.partial(build, joint=True)
+def build(setup):
+  from pah_jax.methods import heads
+
+  return heads.method(setup, "finetune")

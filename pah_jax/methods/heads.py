@@ -7,11 +7,14 @@ while a task trains (`keep_old_heads`): the other heads get no gradient from the
 task's loss, but AdamW's momentum and weight decay would still move them.
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
 from pah_jax import losses
-from pah_jax import pah
+from pah_jax import networks
+from pah_jax import optim
 from pah_jax.methods import base
 
 
@@ -26,7 +29,7 @@ def init(setup: base.Setup, key: jax.Array):
 
 
 def features(setup: base.Setup, params, batch_stats, images, *, batch_statistics: bool):
-  return pah.backbone_features(setup.nets, params["backbone"], batch_stats, images, batch_statistics=batch_statistics)
+  return networks.backbone_features(setup.nets, params["backbone"], batch_stats, images, batch_statistics=batch_statistics)
 
 
 def all_logits(heads, feats: jax.Array) -> jax.Array:
@@ -109,3 +112,28 @@ def multihead_step(setup: base.Setup, optimizer, *, joint: bool = False, regular
     return state.replace(params=params, batch_stats=stats, opt_state=opt_state, extra=extra), metrics
 
   return step
+
+
+def trainable(params, task_id):
+  """What a step of task `task_id` may change: the backbone and that task's head (Method.trainable)."""
+  k = params["heads"]["bias"].shape[0]
+  current = jnp.arange(k) == task_id
+
+  def mask(x):
+    return jnp.broadcast_to(current.reshape((k,) + (1,) * (x.ndim - 1)), x.shape)
+
+  return {"backbone": jax.tree_util.tree_map(lambda x: jnp.ones(x.shape, bool), params["backbone"]),
+          "heads": jax.tree_util.tree_map(mask, params["heads"])}
+
+
+def method(setup: base.Setup, name: str, *, metric_names=BASE_METRICS, joint: bool = False, regularizer=None,
+           transform_grads=None, after_update=None, **fields) -> base.Method:
+  """A stored-heads method: backbone and heads trained by AdamW (optim.lr_backbone,
+  optim.lr_heads) with `multihead_step`; `fields` are the Method's other fields (init_extra,
+  begin_task, end_task, step_keeps, ...)."""
+  optimizer = optim.main_optimizer(setup.config.optim, ("backbone", "heads"))
+  step = multihead_step(setup, optimizer, joint=joint, regularizer=regularizer, transform_grads=transform_grads,
+                        after_update=after_update)
+  return base.Method(name=name, metric_names=metric_names, init=functools.partial(init, setup),
+                     optimizer=optimizer, step=step, logits=evaluation_logits(setup), joint=joint,
+                     trainable=None if joint else trainable, **fields)

@@ -5,33 +5,49 @@ During a task every step adds -g_i * delta_theta_i to the path integral omega_i,
 gradient of the task loss alone (the penalty's own gradient is removed, as in the authors'
 code). After task k: Omega += omega / ((theta_end - theta_start)^2 + xi), omega <- 0,
 theta* <- theta_end. A parameter that never moves (a frozen old head) accumulates nothing.
-Zenke et al. used c = 0.1 and xi = 0.1 on split CIFAR. Config: si.strength (c), si.damping (xi).
+Zenke et al. used c = 0.1 and xi = 0.1 on split CIFAR. Config: section `si` (strength = c, damping = xi), optim.lr_heads.
 """
 
-import functools
+import ml_collections
 
-import jax
-import jax.numpy as jnp
-
-from pah_jax import optim
-from pah_jax.methods import base
-from pah_jax.methods import heads
-from pah_jax.methods import quadratic
+from pah_jax.methods.registry import Declaration
 
 
-def build(setup: base.Setup) -> base.Method:
-  cfg = setup.config.si
-  optimizer = optim.main_optimizer(setup.config.optim, ("backbone", "heads"))
+def si_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.strength = 0.1  # c of Zenke et al. 2017 (penalty c sum Omega (theta - theta*)^2)
+  c.damping = 0.1  # xi of Zenke et al. 2017
+  return c
+
+
+METHOD = Declaration(
+    name="si",
+    description="SI (Zenke et al. 2017)",
+    sections={"si": si_config},
+    reads=("optim.lr_heads",),
+    ranges={"si.strength": (0.0, None, False), "si.damping": (0.0, None, True)},
+)
+
+
+def build(setup):
+  import jax
+  import jax.numpy as jnp
+
+  from pah_jax.methods import base
+  from pah_jax.methods import heads
+  from pah_jax.methods import quadratic
+
+  s = setup.settings("si")
   tmap = jax.tree_util.tree_map
 
   def regularizer(params, state, batch, feats):
     l_si = quadratic.penalty(params, state.extra["anchor"], state.extra["omega"])
-    return cfg.strength * l_si, {"loss_si": l_si}
+    return s.strength * l_si, {"loss_si": l_si}
 
   def after_update(state, batch, new_params, grads, logits):
     extra = state.extra
     # Gradient of the task loss alone: the penalty's gradient is 2 c Omega (theta - theta*).
-    task_grads = tmap(lambda g, w, p, a: g - 2.0 * cfg.strength * w * (p - a),
+    task_grads = tmap(lambda g, w, p, a: g - 2.0 * s.strength * w * (p - a),
                       grads, extra["omega"], state.params, extra["anchor"])
     path = tmap(lambda w, g, new, old: w - g * (new - old), extra["path"], task_grads, new_params, state.params)
     return {**extra, "path": path}
@@ -41,7 +57,7 @@ def build(setup: base.Setup) -> base.Method:
 
   def end_task(state, images_u8, labels, num_valid, task_id):
     extra = state.extra
-    omega = tmap(lambda o, w, p, s: o + w / (jnp.square(p - s) + cfg.damping),
+    omega = tmap(lambda o, w, p, st: o + w / (jnp.square(p - st) + s.damping),
                  extra["omega"], extra["path"], state.params, extra["start"])
     return state.replace(extra={"omega": omega, "path": base.tree_zeros_like(state.params),
                                 "anchor": state.params, "start": state.params})
@@ -50,8 +66,7 @@ def build(setup: base.Setup) -> base.Method:
     zeros = base.tree_zeros_like(params)
     return {"omega": zeros, "path": zeros, "anchor": params, "start": params}
 
-  return base.Method(
-      name="si", metric_names=heads.BASE_METRICS + ("loss_si",),
-      init=functools.partial(heads.init, setup), optimizer=optimizer,
-      step=heads.multihead_step(setup, optimizer, regularizer=regularizer, after_update=after_update),
-      logits=heads.evaluation_logits(setup), init_extra=init_extra, begin_task=begin_task, end_task=end_task)
+  return heads.method(
+      setup, "si", metric_names=heads.BASE_METRICS + ("loss_si",), regularizer=regularizer,
+      after_update=after_update, init_extra=init_extra, begin_task=begin_task, end_task=end_task,
+      step_keeps=("omega", "anchor", "start"))

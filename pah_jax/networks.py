@@ -1,5 +1,7 @@
-"""PAH's forward passes as pure functions over the parameter pytree.
+"""The networks every method runs on, and PAH's forward passes, as pure functions.
 
+`Networks` holds the modules: the ResNet-18 backbone every method uses, and, for the
+hypernetwork methods (pah, hnet), the hypernetwork. For PAH:
 params = {"backbone": ..., "hypernet": ..., "prototypes": (K, C, s, s, ch)}
 batch_stats = the backbone's BatchNorm running statistics.
 
@@ -24,7 +26,7 @@ class Networks:
   """The static (non-parameter) half of the model: modules and sizes."""
 
   backbone: models.ResNet
-  hypernet: models.Hypernetwork
+  hypernet: models.Hypernetwork | None  # None for the stored-head methods
   num_tasks: int  # K
   num_classes: int  # C, classes per task
   head_bias: bool
@@ -62,26 +64,22 @@ class Networks:
     return self._batch_stats(self.eval_batch_norm)
 
 
-def eval_batch_norm(config: ml_collections.ConfigDict) -> str:
-  """Evaluation's BatchNorm override ("" = as model.batch_norm): joint.eval_batch_norm for joint
-  training, whose batches mix the tasks, else model.eval_batch_norm."""
-  if config.method == "joint" and config.joint.eval_batch_norm:
-    return config.joint.eval_batch_norm
-  return config.model.eval_batch_norm
-
-
-def build_networks(config: ml_collections.ConfigDict, num_tasks: int, num_classes: int) -> Networks:
-  dtype = jnp.bfloat16 if config.model.dtype == "bfloat16" else jnp.float32
-  backbone = models.ResNet18(width=config.model.width, stem=config.model.stem, dtype=dtype,
-                             conv_init=config.model.conv_init, small_map_convs=config.model.small_map_convs)
-  h = config.hypernet
-  out = num_classes * backbone.feature_dim + (num_classes if h.head_bias else 0)
-  hypernet = models.Hypernetwork(out_features=out, hidden=h.hidden, layers=h.layers,
-                                 activation=h.activation, use_bias=h.use_bias,
-                                 last_layer_scale=h.last_layer_scale)
+def build_networks(config: ml_collections.ConfigDict, num_tasks: int, num_classes: int, *,
+                   hypernet: bool = False) -> Networks:
+  """The backbone of config.model, and with `hypernet` the hypernetwork of config.hypernet."""
   m = config.model
-  return Networks(backbone, hypernet, num_tasks, num_classes, h.head_bias, m.batch_norm,
-                  m.teacher_batch_norm, m.prototype_batch_norm, eval_batch_norm(config))
+  dtype = jnp.bfloat16 if m.dtype == "bfloat16" else jnp.float32
+  backbone = models.ResNet18(width=m.width, stem=m.stem, dtype=dtype, conv_init=m.conv_init,
+                             small_map_convs=m.small_map_convs)
+  generator, head_bias = None, False
+  if hypernet:
+    h = config.hypernet
+    head_bias = h.head_bias
+    out = num_classes * backbone.feature_dim + (num_classes if head_bias else 0)
+    generator = models.Hypernetwork(out_features=out, hidden=h.hidden, layers=h.layers, activation=h.activation,
+                                    use_bias=h.use_bias, last_layer_scale=h.last_layer_scale)
+  return Networks(backbone, generator, num_tasks, num_classes, head_bias, m.batch_norm, m.teacher_batch_norm,
+                  m.prototype_batch_norm, m.eval_batch_norm)
 
 
 def init_params(nets: Networks, key: jax.Array, prototypes: np.ndarray,
