@@ -1,7 +1,9 @@
 """Defaults shared by every config: PAH as the paper's text describes it.
 
-Every other config imports `get_config()` from here and overrides what differs, so the
-full set of keys is visible in one place. `pah_jax.config_check` validates them.
+Every other config imports `get_config()` from here and overrides what differs. The keys every
+method shares are set here; each method's own section comes from its module's declaration
+(pah_jax/methods/<name>.py), defaults and comments included. `pah_jax.config_check`
+validates them all.
 """
 
 import ml_collections
@@ -12,8 +14,9 @@ from pah_jax.methods import registry
 def get_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.seed = 0
-  # pah | hnet | finetune | joint | lwf | ewc | si | agem | derpp (pah_jax/methods/), or the
-  # import path of a method module of your own (docs/adding_a_method.md)
+  # a built-in method (pah_jax/methods/registry.py, BUILTIN: pah, hnet, finetune, joint, lwf,
+  # ewc, si, agem, derpp) or the import path of a method module of your own
+  # (docs/adding_a_method.md)
   c.method = "pah"
 
   c.data = d = ml_collections.ConfigDict()
@@ -78,7 +81,7 @@ def get_config() -> ml_collections.ConfigDict:
   # in rolled loops ~15x slower) | compiled | python
   t.loop = "auto"
   t.log_every_steps = 50
-  # >1: seeds seed, seed+1, ... trained as one vmapped program (pah_jax/parallel_seeds.py),
+  # >1: seeds seed, seed+1, ... trained as one vmapped program (pah_jax/train.py, train_seeds),
   # each writing <workdir>/seed_<n> as its separate run would.
   t.parallel_seeds = 1
   t.checkpoint_every_steps = 0  # 0 = only at task ends; otherwise also every N steps inside a task

@@ -1,6 +1,6 @@
 """PAH against the baselines in one framework: methods x seeds on one config, as one table.
 
-  python experiments/baselines.py --config configs/fashion_mnist.py --seeds 0 1 2 \\
+  python -m experiments.baselines --config configs/fashion_mnist.py --seeds 0 1 2 \\
       --lr-grid 1e-4 3e-4 1e-3 --workdir runs/baselines_fmnist
 
 Every method (default: all of pah_jax.methods) trains with the same backbone, data, schedule
@@ -19,14 +19,11 @@ import shlex
 import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-  sys.path.insert(0, ROOT)
+from experiments import paper_tables as pt
+from pah_jax import methods
+from pah_jax.errors import Stopped
+from pah_jax.errors import UserError
 
-from experiments import paper_tables as pt  # pylint: disable=wrong-import-position
-from pah_jax import methods  # pylint: disable=wrong-import-position
-from pah_jax.errors import Stopped  # pylint: disable=wrong-import-position
-from pah_jax.errors import UserError  # pylint: disable=wrong-import-position
 
 def _rate(lr: float) -> str:
   return f"{lr:g}"
@@ -103,7 +100,8 @@ def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--config", default="configs/fashion_mnist.py", help="the config every method runs")
-  parser.add_argument("--methods", nargs="+", default=list(methods.BUILTIN), help="methods (default: all)")
+  parser.add_argument("--methods", nargs="+", default=list(methods.BUILTIN),
+                      help="methods: built-in names or method module paths (default: every built-in)")
   parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="table seeds (default: 0 1 2)")
   parser.add_argument("--lr-grid", nargs="+", type=float, default=[], metavar="LR",
                       help="backbone learning rates to tune each method over (default: none, the config's)")
@@ -114,9 +112,14 @@ def main(argv=None) -> int:
   parser.add_argument("--compile-cache", default=None,
                       help="JAX persistent compilation cache (default: <workdir>/jax_cache; none: off)")
   args = parser.parse_args(argv)
-  unknown = [m for m in args.methods if m not in methods.BUILTIN]
-  if unknown or len(set(args.methods)) != len(args.methods):
-    print(f"error: --methods must be distinct names among {', '.join(methods.BUILTIN)}", file=sys.stderr)
+  if len(set(args.methods)) != len(args.methods):
+    print(f"error: --methods must be distinct (got {' '.join(args.methods)})", file=sys.stderr)
+    return 2
+  try:
+    for m in args.methods:
+      methods.declaration(m)
+  except UserError as e:
+    print(f"error: --methods: {e}", file=sys.stderr)
     return 2
   if len(set(args.seeds)) != len(args.seeds) or args.tune_seed in args.seeds and args.lr_grid:
     print("error: --seeds must be distinct and must not contain --tune-seed", file=sys.stderr)
@@ -124,7 +127,7 @@ def main(argv=None) -> int:
   if any(lr <= 0 for lr in args.lr_grid):
     print("error: --lr-grid rates must be > 0", file=sys.stderr)
     return 2
-  command = " ".join(["python experiments/baselines.py"] + [shlex.quote(a) for a in argv])
+  command = " ".join(["python -m experiments.baselines"] + [shlex.quote(a) for a in argv])
   cache = args.compile_cache if args.compile_cache is not None else os.path.join(args.workdir, "jax_cache")
   started = time.time()
   try:

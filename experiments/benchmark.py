@@ -1,13 +1,16 @@
-"""Speed of pah_jax against a plain fine-tune step and a PyTorch reference of the official step.
+"""Speed of pah_jax's PAH step against its own fine-tune step and a PyTorch reference of the official step.
 
-  python experiments/benchmark.py --width 0.25 --batch-size 64 --steps 10 --out bench.json
+  python -m experiments.benchmark --width 0.25 --batch-size 64 --steps 10 --out bench.json
 
 In one process on one machine, images per second of:
-  finetune       ResNet-18 + one linear head, cross-entropy, AdamW (backbone 1e-4, head 1e-3),
-                 batch-statistics BatchNorm: what one backbone forward+backward costs.
-  pah_step       pah_jax.train.make_train_step over the PAH method (official preset) at the last task (K-1 old
-                 tasks), `jax.jit(step, donate_argnums=0)` on a fixed device-resident batch.
-  pah_chunk      the same step driven by pah_jax.train.make_train_chunk, the real training
+  finetune       pah_jax's own `finetune` method (config.method = "finetune": shared backbone,
+                 stored linear heads, cross-entropy, AdamW with the heads at optim.lr_heads)
+                 through pah_jax.train.make_train_step at the last task, `jax.jit(step,
+                 donate_argnums=0)` on a fixed device-resident batch: what one backbone
+                 forward+backward costs in training.
+  pah_step       the same for the PAH method (official preset) at the last task (K-1 old tasks).
+  finetune_chunk / pah_chunk
+                 the same steps driven by pah_jax.train.make_train_chunk, the real training
                  path (device-resident task data, per-epoch permutation, metric sums).
   torch_official experiments/torch_reference.py: the official step in PyTorch eager
                  (1 + 2(K-1) backbone passes per batch, second AdamW on the prototypes).
@@ -16,8 +19,10 @@ Every row is compiled and warmed up first, then all rows are timed round-robin, 
 times `--steps` steps each, so load from other jobs on a shared machine hits them alike; the
 median repeat is reported. JAX compile time is reported apart (first call minus the
 steady-state step time). PyTorch is timed with each of `--torch-threads` and compared at its
-fastest. --breakdown times the PAH step's parts apart, with XLA's FLOP counts. JAX rows run
-on pah_jax's data mesh over all devices (the batch split, state replicated), as training does.
+fastest. --breakdown times the phases of the library's PAH step (`Method.phases`) apart, with
+XLA's FLOP counts. JAX rows run on pah_jax's data mesh over all devices (the batch split,
+state replicated), as training does. `--config KEY=VALUE` overrides are parsed as the command
+line's `--config.KEY=VALUE` (experiments/overrides.py).
 
 With --sequence it also times a whole K-task PAH sequence (pah_jax.train.train_and_evaluate,
 official preset) on synthetic CIFAR-shaped data (or real CIFAR-100 with --cifar-data-dir).
@@ -25,7 +30,6 @@ BENCHMARKS.md has the figures, the machines and the commands.
 """
 
 import argparse
-import ast
 import gc
 import json
 import os
@@ -38,11 +42,9 @@ import time
 
 import numpy as np
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:  # run as a script from anywhere: pah_jax and configs live at the root
-  sys.path.insert(0, ROOT)
-
-from experiments import device_profile  # pylint: disable=wrong-import-position
+from experiments import device_profile
+from experiments import overrides
+from pah_jax.errors import UserError
 
 # Dense bf16 tensor-core peaks (FLOP/s, vendor data sheets) of the GPUs this benchmark is meant
 # for, matched in order against jax's device_kind, to turn measured FLOP/s into a utilisation;
@@ -64,7 +66,8 @@ def parse_args(argv=None):
   p.add_argument("--warmup", type=int, default=2, help="untimed steps before timing (the first compiles)")
   p.add_argument("--repeats", type=int, default=3, help="timed repeats; the median is reported")
   p.add_argument("--config", action="append", default=[], metavar="KEY=VALUE",
-                 help="override of the official preset, e.g. model.dtype=bfloat16 (repeatable)")
+                 help="override of the official preset, parsed as the command line's --config.KEY=VALUE, "
+                      "e.g. model.dtype=bfloat16 (repeatable)")
   p.add_argument("--chunk-loop", choices=("auto", "compiled", "python"), default="auto",
                  help="train.loop for the make_train_chunk row (auto: compiled on GPU/TPU, python on CPU)")
   p.add_argument("--traced-chunk", action="store_true",
@@ -82,8 +85,8 @@ def parse_args(argv=None):
                  help="timed steps per repeat of the PyTorch rows (default: --steps); the official step "
                       "at K-1 old tasks is slow")
   p.add_argument("--breakdown", action="store_true",
-                 help="also time the parts of the PAH step apart (teacher pass, main phase, prototype phase, "
-                      "optimisers) with their XLA FLOP counts")
+                 help="also time the phases of the library's PAH step apart (its Method.phases, the teacher "
+                      "and prototype forwards, the whole step) with their XLA FLOP counts")
   p.add_argument("--profile", action="store_true",
                  help="after timing, trace one repeat of every JAX row with jax.profiler: kernels per step, "
                       "device busy time and launch gaps, costliest kernels (experiments/device_profile.py)")
@@ -113,22 +116,9 @@ def parse_args(argv=None):
 # --------------------------------------------------------------------------- config
 
 
-def _parse_value(text: str, current):
-  """A --config value, typed like the key's current value (ConfigDict refuses type changes)."""
-  if isinstance(current, bool):
-    if text.lower() in ("true", "1"):
-      return True
-    if text.lower() in ("false", "0"):
-      return False
-    raise ValueError(f"expected true/false, got {text!r}")
-  if isinstance(current, str):
-    return text
-  value = ast.literal_eval(text)
-  return type(current)(value) if isinstance(current, (int, float)) else value
-
-
 def official_config(args):
-  """configs/default.py + configs/official.py, with the benchmark's shape and --config overrides."""
+  """configs/default.py + configs/official.py, with the benchmark's shape and --config overrides
+  (a wrong key or value raises UserError)."""
   from configs import default
   from configs import official
 
@@ -144,22 +134,7 @@ def official_config(args):
   # Compile times are part of what is measured: no programs from earlier runs (--config
   # train.compilation_cache=DIR times a warm rerun of --sequence-only).
   config.train.compilation_cache = ""
-  for item in args.config:
-    key, sep, text = item.partition("=")
-    if not sep:
-      raise SystemExit(f"error: --config {item!r} is not KEY=VALUE")
-    *path, leaf = key.split(".")
-    parent = config
-    for part in path:
-      if part not in parent:
-        raise SystemExit(f"error: --config {key}: no such key (configs/default.py lists them)")
-      parent = parent[part]
-    if leaf not in parent:
-      raise SystemExit(f"error: --config {key}: no such key (configs/default.py lists them)")
-    try:
-      parent[leaf] = _parse_value(text, parent[leaf])
-    except (ValueError, SyntaxError, TypeError) as e:
-      raise SystemExit(f"error: --config {key}={text!r}: {e}") from e
+  overrides.apply(config, args.config, option="--config")
   return config
 
 
@@ -342,138 +317,92 @@ def synthetic_batch(rng, n, image_size, num_classes):
   return images, labels
 
 
-# --------------------------------------------------------------------------- (a) finetune
+# --------------------------------------------------------------------------- (a), (b) the library's steps
+
+MEAN = STD = (0.5, 0.5, 0.5)  # the official preset's data.normalization = half
 
 
-def prepare_finetune(args, config):
-  """A minimal fine-tune step with pah_jax's step structure: state pytree in, state out.
+def _setup(args, config):
+  """The base.Setup a run of `config` on the benchmark's synthetic tasks would build."""
+  from pah_jax import networks
+  from pah_jax.methods import base
 
-  Returns (Timed, row facts); the step is compiled and warmed up.
-  """
-  import flax
-  import flax.linen as nn
+  k, c, s = args.num_tasks, args.classes_per_task, args.image_size
+  return base.Setup(config=config, nets=networks.build_networks(config, k, c), num_tasks=k, num_classes=c,
+                    image_shape=(s, s, 3), mean=MEAN, std=STD)
+
+
+def _state_at_last_task(args, method, config, mesh):
+  """train.create_state, then the end of task K-2 and the start of task K-1 as the loop runs
+  them (PAH: a frozen teacher, the task's prototypes, the teacher's prototype logits)."""
   import jax
-  import jax.numpy as jnp
-  import optax
 
-  from pah_jax import images as images_lib
-  from pah_jax import losses
-  from pah_jax import models
   from pah_jax import sharding
+  from pah_jax import train
 
+  state = train.create_state(method, config)
+  if method.end_task is not None:  # PAH's freezes the current model as the teacher, from the state alone
+    state = method.end_task(state, None, None, 0, args.num_tasks - 2)
+    # The step donates its state: the current model gets buffers of its own, apart from the teacher's.
+    copy = lambda tree: jax.tree_util.tree_map(lambda x: x.copy(), tree)
+    state = state.replace(params=copy(state.params), batch_stats=copy(state.batch_stats))
+  if method.begin_task is not None:
+    state = jax.jit(method.begin_task)(state, args.num_tasks - 1)
+  return sharding.replicate(state, mesh)
+
+
+def _finetune_setup(args, config):
+  """pah_jax's own `finetune` method, built by `methods.build` as a run with config.method =
+  "finetune" builds it (heads at optim.lr_heads), its loop step (`train.make_train_step`) and a
+  train state at the start of task K-1."""
+  from pah_jax import methods
+  from pah_jax import train
+
+  config = config.copy_and_resolve_references()
+  config.method = "finetune"
   mesh = data_mesh(args.batch_size)
-  dtype = jnp.bfloat16 if config.model.dtype == "bfloat16" else jnp.float32
-  backbone = models.ResNet18(width=config.model.width, stem=config.model.stem, dtype=dtype,
-                             conv_init=config.model.conv_init, small_map_convs=config.model.small_map_convs)
-  c, s = args.classes_per_task, args.image_size
-  mean = std = (0.5, 0.5, 0.5)  # official preset: data.normalization = half
-  o = config.optim
-
-  @flax.struct.dataclass
-  class State:
-    step: jax.Array
-    params: dict
-    batch_stats: dict
-    opt_state: optax.OptState
-
-  adamw = lambda lr: optax.adamw(lr, b1=o.b1, b2=o.b2, eps=o.eps, weight_decay=o.weight_decay)
-  tx = optax.multi_transform({"backbone": adamw(o.lr_backbone), "head": adamw(o.lr_hypernet)},
-                             lambda params: {g: jax.tree_util.tree_map(lambda _, g=g: g, t) for g, t in params.items()})
-
-  @jax.jit
-  def init(key):
-    k_b, k_h = jax.random.split(key)
-    variables = backbone.init(k_b, jnp.zeros((1, s, s, 3)), train=False)
-    head = nn.initializers.lecun_normal()(k_h, (c, backbone.feature_dim))
-    params = {"backbone": variables["params"], "head": head}
-    return State(jnp.zeros((), jnp.int32), params, variables["batch_stats"], tx.init(params))
-
-  def step(state, images_u8, labels):
-    # As make_train_step: the batch split over the mesh, BatchNorm and gradients global.
-    images_u8, labels = sharding.split_batch(images_u8, mesh), sharding.split_batch(labels, mesh)
-    images = images_lib.to_backbone_channels(images_lib.normalize(images_u8, mean, std))
-
-    def loss_fn(params):
-      features, updates = backbone.apply({"params": params["backbone"], "batch_stats": state.batch_stats},
-                                         images, train=True, mutable=["batch_stats"])
-      logits = features @ params["head"].T
-      return losses.cross_entropy(logits, labels), (updates["batch_stats"], jnp.mean(jnp.argmax(logits, -1) == labels))
-
-    (loss, (batch_stats, accuracy)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    return state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
-                         opt_state=opt_state), {"loss": loss, "train_accuracy": accuracy}
-
-  rng = np.random.default_rng(args.seed)
-  images, labels = sharding.replicate(synthetic_batch(rng, args.batch_size, s, c), mesh)
-  jstep = jax.jit(step, donate_argnums=0)
-  holder = {"state": sharding.replicate(init(jax.random.PRNGKey(args.seed)), mesh)}
-  flops = flops_of(jstep, holder["state"], images, labels)
-  if args.flops_only:
-    return None, {"flops_per_step": flops}
-
-  def run():
-    holder["state"], _ = jstep(holder["state"], images, labels)
-
-  timer = step_runner(run, lambda: jax.block_until_ready(holder["state"]), args.steps, args.warmup)
-  timer.warm_up()
-  return timer, {"flops_per_step": flops}
-
-
-# --------------------------------------------------------------------------- (b) PAH
+  method = methods.build(_setup(args, config))
+  step = train.make_train_step(method, augment=False, mean=MEAN, std=STD, mesh=mesh)
+  return method, step, _state_at_last_task(args, method, config, mesh), mesh
 
 
 def _pah_setup(args, config):
-  """The PAH method, its networks, the official step and a train state at the start of task K-1 (K-1 old tasks)."""
-  import jax
-
-  from pah_jax import pah
+  """The PAH method (pah_jax.methods.pah, official preset), its networks, its loop step and a
+  train state at the start of task K-1 (K-1 old tasks)."""
   from pah_jax import prototypes as prototypes_lib
-  from pah_jax import sharding
   from pah_jax import train
-  from pah_jax.methods import hypernet
+  from pah_jax.methods import pah as pah_method
 
   k, c, s = args.num_tasks, args.classes_per_task, args.image_size
-  mean = std = (0.5, 0.5, 0.5)
   mesh = data_mesh(args.batch_size)
   rng = np.random.default_rng(args.seed)
-  # Prototypes initialised as the official preset does, from one synthetic image per class.
+  # Prototypes initialised as the preset does, from one synthetic image per class.
   task_images = [synthetic_batch(rng, c, s, c) for _ in range(k)]
-  p = config.pah
   init_protos, _ = prototypes_lib.initial_prototypes(
-      [x for x, _ in task_images], [y for _, y in task_images], num_classes=c, size=p.prototype_size,
-      channels=p.prototype_channels or 3, init=p.prototype_init, semantic_init=p.semantic_init,
-      mean=mean, std=std, random_mean=p.random_init_mean, random_std=p.random_init_std, seed=config.seed)
-  method = hypernet.build_pah_for(config, init_protos, (s, s, 3), mean, std)
-  nets = pah.build_networks(config, k, c)
-  step = train.make_train_step(method, augment=False, mean=mean, std=std, mesh=mesh)
-  state = train.create_state(method, config)
-  # A teacher with buffers of its own, as after a real task (end_task of a trained model),
-  # then the task-start work of task K-1 (its prototypes, the teacher's prototype logits).
-  copy = lambda tree: jax.tree_util.tree_map(lambda x: x.copy(), tree)
-  state = state.replace(extra={**state.extra, "old_params": copy(state.params),
-                               "old_batch_stats": copy(state.batch_stats)})
-  state = sharding.replicate(jax.jit(method.begin_task)(state, k - 1), mesh)
-  return method, nets, step, state, mesh
+      [x for x, _ in task_images], [y for _, y in task_images],
+      prototypes_lib.InitSettings.from_config(config.pah, 3), num_classes=c, mean=MEAN, std=STD, seed=config.seed)
+  setup = _setup(args, config)
+  method = pah_method.build(setup, init_protos)
+  step = train.make_train_step(method, augment=False, mean=MEAN, std=STD, mesh=mesh)
+  state = _state_at_last_task(args, method, config, mesh)
+  return method, pah_method.hypernet_networks(setup), step, state, mesh
 
 
-def prepare_pah_step(args, config):
-  """jax.jit(make_train_step(...), donate_argnums=0) on a fixed device-resident batch."""
+def _step_row(args, step, state, mesh):
+  """jax.jit(step, donate_argnums=0) on a fixed device-resident batch of task K-1: (Timed, facts)."""
   import jax
   import jax.numpy as jnp
 
   from pah_jax import sharding
 
-  _, _, step, state, mesh = _pah_setup(args, config)
   rng = np.random.default_rng(args.seed + 1)
   images, labels = sharding.replicate(synthetic_batch(rng, args.batch_size, args.image_size,
                                                      args.classes_per_task), mesh)
   task_id = jnp.asarray(args.num_tasks - 1, jnp.int32)
   jstep = jax.jit(step, donate_argnums=0)
-  flops = flops_of(jstep, state, images, labels, task_id)
+  facts = {"task_id": args.num_tasks - 1, "flops_per_step": flops_of(jstep, state, images, labels, task_id)}
   if args.flops_only:
-    return None, {"task_id": args.num_tasks - 1, "flops_per_step": flops}
+    return None, facts
   holder = {"state": state}
   del state
 
@@ -482,7 +411,19 @@ def prepare_pah_step(args, config):
 
   timer = step_runner(run, lambda: jax.block_until_ready(holder["state"]), args.steps, args.warmup)
   timer.warm_up()
-  return timer, {"task_id": args.num_tasks - 1, "flops_per_step": flops}
+  return timer, facts
+
+
+def prepare_finetune(args, config):
+  """The `finetune` method's loop step, jitted with its state donated, on a fixed batch."""
+  _, step, state, mesh = _finetune_setup(args, config)
+  return _step_row(args, step, state, mesh)
+
+
+def prepare_pah_step(args, config):
+  """The PAH method's loop step, jitted with its state donated, on a fixed batch."""
+  _, _, step, state, mesh = _pah_setup(args, config)
+  return _step_row(args, step, state, mesh)
 
 
 def prepare_pah_chunk(args, config):
@@ -492,32 +433,10 @@ def prepare_pah_chunk(args, config):
 
 
 def prepare_finetune_chunk(args, config):
-  """pah_jax's own `finetune` method (stored heads) through the same make_train_chunk path.
-
-  pah_chunk's twin: the same loop, data placement and mesh, so their ratio is the cost of
-  PAH's extra work alone (on a GPU the compiled loop also removes the per-step dispatch that
-  the jitted-step rows pay).
-  """
-  import jax
-
-  from pah_jax import methods
-  from pah_jax import pah
-  from pah_jax import sharding
-  from pah_jax import train
-
-  k, c, s = args.num_tasks, args.classes_per_task, args.image_size
-  config = config.copy_and_resolve_references()
-  config.method = "finetune"
-  mean = std = (0.5, 0.5, 0.5)
-  mesh = data_mesh(args.batch_size)
-  setup = methods.Setup(config=config, nets=pah.build_networks(config, k, c), num_tasks=k, num_classes=c,
-                        image_shape=(s, s, 3), mean=mean, std=std)
-  method = methods.build(setup)
-  step = train.make_train_step(method, augment=False, mean=mean, std=std, mesh=mesh)
-  state = train.create_state(method, config)
-  if method.begin_task is not None:
-    state = jax.jit(method.begin_task)(state, k - 1)
-  state = sharding.replicate(state, mesh)
+  """The `finetune` method through the same make_train_chunk path: pah_chunk's twin, the same
+  loop, data placement and mesh, so their ratio is the cost of PAH's extra work alone (on a GPU
+  the compiled loop also removes the per-step dispatch that the jitted-step rows pay)."""
+  method, step, state, mesh = _finetune_setup(args, config)
   return _chunk_row(args, method, step, state, mesh)
 
 
@@ -584,7 +503,8 @@ def prepare_torch(args, config) -> dict:
   join the JAX rows in the round-robin timing.
   """
   import torch
-  import torch_reference  # experiments/ is this script's directory, hence on sys.path
+
+  from experiments import torch_reference
 
   device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
   autocast = torch.bfloat16 if config.model.dtype == "bfloat16" else None
@@ -613,7 +533,7 @@ def prepare_torch(args, config) -> dict:
   def finetune_step():
     torch.manual_seed(args.seed)
     step = torch_reference.FinetuneStep(config.model.width, config.model.stem, c, lr_backbone=o.lr_backbone,
-                                        lr_head=o.lr_hypernet, weight_decay=o.weight_decay,
+                                        lr_head=o.lr_heads, weight_decay=o.weight_decay,
                                         autocast_dtype=autocast).to(device)
     return lambda: step(images, labels)
 
@@ -656,83 +576,58 @@ def prepare_torch(args, config) -> dict:
 
 
 def breakdown_rows(args, config) -> dict:
-  """The PAH step's parts timed apart (each its own jit; the sum exceeds the fused step).
+  """The library's PAH step taken apart, each part its own jit on the same state and batch (the
+  parts overlap, so their sum exceeds the fused step):
 
-  Mirrors make_train_step's phases with pah_jax's own forwards and losses, to say where the
-  time goes: the teacher's pass on the images, the main phase (student pass, all heads,
-  L_hm + lambda_sm L_sm, its gradient), the prototype phase (student prototype passes, L_sp,
-  its gradient; only the prototypes need one), and the two optimiser updates.
+    teacher_forward         the frozen old model on the images (`networks.image_logits`, as
+                            phase 1 calls it): all old heads from one pass
+    prototype_forward       the student on every task's prototypes (`networks.prototype_logits`)
+    <each of Method.phases> the pieces of the PAH step as `pah_jax.methods.pah` builds them:
+                            main_loss_and_grad (phase 1: teacher, student, L_hm + lambda_sm L_sm
+                            and its gradient), main_update (phase 1 and the main AdamW update),
+                            prototype_loss_and_grad (phase 2 at the state's parameters)
+    full_step_no_donation   the loop's step (`train.make_train_step`), state not donated
+
+  Every part gets the batch as the loop's step hands it to the method (split over the mesh,
+  normalised on the device). Of a phase's outputs a part keeps what the step uses, so XLA
+  prunes the rest as it does in the fused step: phase 2 feeds only the prototypes' optimiser,
+  so only its loss and the prototypes' gradient are kept.
   """
-  import functools
-
   import jax
   import jax.numpy as jnp
-  import optax
 
   from pah_jax import images as images_lib
-  from pah_jax import losses
-  from pah_jax import optim
-  from pah_jax import pah
+  from pah_jax import networks
   from pah_jax import sharding
+  from pah_jax.methods import base
 
-  _, nets, step, state, mesh = _pah_setup(args, config)
-  p = config.pah
-  mean = std = (0.5, 0.5, 0.5)
+  method, nets, step, state, mesh = _pah_setup(args, config)
   rng = np.random.default_rng(args.seed + 1)
   x, y = sharding.replicate(synthetic_batch(rng, args.batch_size, args.image_size, args.classes_per_task), mesh)
   task_id = jnp.asarray(args.num_tasks - 1, jnp.int32)
-  old_mask = jnp.arange(nets.num_tasks) < task_id
-  distill = functools.partial(losses.distill_old_tasks, temperature=p.temperature, direction=p.kl_direction,
-                              reduction=p.old_task_reduction)
-  main_opt, proto_opt = optim.main_optimizer(config.optim), optim.prototype_optimizer(config.optim)
 
-  def teacher(st, x):
-    return pah.image_logits(nets, st.extra["old_params"], st.extra["old_batch_stats"],
-                            images_lib.normalize(x, mean, std),
-                            batch_statistics=nets.teacher_batch_stats)[0]
+  def on_batch(fn):  # the batch as make_train_step hands it to the method (no augmentation)
+    def part(st, x, y):
+      x, y = sharding.split_batch(x, mesh), sharding.split_batch(y, mesh)
+      return fn(st, base.Batch(images_lib.normalize(x, MEAN, STD), x, y, task_id))
+    return part
 
-  def student_only(st, x, y):
-    def loss(params):
-      logits, _ = pah.image_logits(nets, params, st.batch_stats, images_lib.normalize(x, mean, std),
-                                   batch_statistics=True)
-      return losses.cross_entropy(logits[task_id], y)
-    return jax.grad(loss)(st.params)
-
-  def main_phase(st, x, y):
-    t = teacher(st, x)
-    def loss(params):
-      logits, _ = pah.image_logits(nets, params, st.batch_stats, images_lib.normalize(x, mean, std),
-                                   batch_statistics=True)
-      return losses.cross_entropy(logits[task_id], y) + p.lambda_sm * distill(logits, t, old_mask)
-    return jax.grad(loss)(st.params)
-
-  def prototype_phase(st, x, y):
-    def loss(protos):
-      student = pah.prototype_logits(nets, {**st.params, "prototypes": protos}, st.batch_stats,
-                                     batch_statistics=nets.prototype_batch_stats)
-      return distill(student, st.extra["teacher_proto_logits"], old_mask)
-    return jax.grad(loss)(st.params["prototypes"])
-
-  def prototype_forward(st, x, y):
-    return pah.prototype_logits(nets, st.params, st.batch_stats, batch_statistics=nets.prototype_batch_stats)
-
-  def optimizers(st, x, y):
-    updates, opt_state = main_opt.update(st.params, st.opt_state, st.params)
-    params = optax.apply_updates(st.params, updates)
-    updates, proto_state = proto_opt.update(params, st.extra["proto_opt_state"], params)
-    return optax.apply_updates(params, updates), opt_state, proto_state
-
-  parts = {"student_pass_grad": student_only, "teacher_forward": lambda st, x, y: teacher(st, x),
-           "main_phase_grad": main_phase, "prototype_forward": prototype_forward,
-           "prototype_phase_grad": prototype_phase, "optimizers": optimizers,
-           "full_step_no_donation": lambda st, x, y: step(st, x, y, task_id)}
-
-  def split(fn):  # the batch split over the mesh, as in the step
-    return lambda st, x, y: fn(st, sharding.split_batch(x, mesh), sharding.split_batch(y, mesh))
+  used = {"prototype_loss_and_grad": lambda out: (out[0], out[1]["prototypes"])}
+  parts = {
+      "teacher_forward": on_batch(lambda st, b: networks.image_logits(
+          nets, st.extra["old_params"], st.extra["old_batch_stats"], b.images,
+          batch_statistics=nets.teacher_batch_stats)[0]),
+      "prototype_forward": on_batch(lambda st, b: networks.prototype_logits(
+          nets, st.params, st.batch_stats, batch_statistics=nets.prototype_batch_stats)),
+  }
+  for name, phase in method.phases.items():
+    keep = used.get(name, lambda out: out)
+    parts[name] = on_batch(lambda st, b, phase=phase, keep=keep: keep(phase(st, b)))
+  parts["full_step_no_donation"] = lambda st, x, y: step(st, x, y, task_id)
 
   out = {}
   for name, fn in parts.items():
-    jitted = jax.jit(split(fn))
+    jitted = jax.jit(fn)
     holder = {}
 
     def run(jitted=jitted, holder=holder):
@@ -913,7 +808,7 @@ def format_table(results: dict) -> str:
   rows = {name: row for name, row in rows.items() if "images_per_second" in row}  # not --flops-only's
   if rows:
     lines += [f"{'row':<22}{'images/s':>10}{'ms/step':>10}{'compile s':>10}{'peak MiB':>9}  notes", "-" * 86]
-  notes = {"finetune": "JAX jit, ResNet-18 + linear head",
+  notes = {"finetune": f"JAX jit(make_train_step), finetune method, task {settings['num_tasks'] - 1}",
            "pah_step": f"JAX jit(make_train_step), task {settings['num_tasks'] - 1}",
            "finetune_chunk": "JAX make_train_chunk, finetune method, {loop} loop",
            "pah_chunk": "JAX make_train_chunk, {loop} loop"}
@@ -1034,14 +929,14 @@ def measure_steps(args, config, results) -> None:
 
 def main(argv=None):
   args = parse_args(argv)
-  config = official_config(args)
   from pah_jax import config_check
-  from pah_jax.errors import UserError
 
   try:
+    config = official_config(args)
     config_check.validate(config)
-  except UserError as e:
-    raise SystemExit(f"error: {e}") from e
+  except UserError as e:  # one line and exit code 2, as the command line
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
   import jax
 
   results = {"settings": {**vars(args), "model_dtype": config.model.dtype, "task_id": args.num_tasks - 1},

@@ -1,24 +1,18 @@
 """Seconds to save and restore a PAH train state: pah_jax's packed checkpoints against Orbax
 saving every array of the state on its own (pah_jax's layout before packing).
 
-  python experiments/checkpoint_speed.py --width 0.25 --repeats 4
+  python -m experiments.checkpoint_speed --width 0.25 --repeats 4
 
 The state is the benchmark's (experiments/benchmark.py): the official preset at the start of
 the last of K tasks, frozen old model included. Prints a table and, with --out, writes JSON.
 """
 
 import argparse
-import os
 import statistics
-import sys
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-  sys.path.insert(0, ROOT)
-
-from experiments import benchmark  # pylint: disable=wrong-import-position
+from experiments import benchmark
 
 
 def _orbax_per_array(directory: str):

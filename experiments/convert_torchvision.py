@@ -1,6 +1,6 @@
 """Convert a torchvision ResNet-18 checkpoint once into an .npz that needs no PyTorch to load.
 
-  python experiments/convert_torchvision.py resnet18-f37072fd.pth resnet18.npz
+  python -m experiments.convert_torchvision resnet18-f37072fd.pth resnet18.npz
   python -m pah_jax.main --config=configs/cifar_official.py --workdir=runs/pretrained \\
       --config.model.pretrained=resnet18.npz
 
@@ -16,17 +16,13 @@ import argparse
 import os
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-  sys.path.insert(0, ROOT)
+import jax
+import jax.numpy as jnp
+import numpy as np
 
-import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
-import jax.numpy as jnp  # pylint: disable=wrong-import-position
-import numpy as np  # pylint: disable=wrong-import-position
-
-from pah_jax import models  # pylint: disable=wrong-import-position
-from pah_jax import pretrained  # pylint: disable=wrong-import-position
-from pah_jax.errors import UserError  # pylint: disable=wrong-import-position
+from pah_jax import models
+from pah_jax import pretrained
+from pah_jax.errors import UserError
 
 
 def abstract_backbone(width: float, stem: str):

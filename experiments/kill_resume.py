@@ -1,6 +1,6 @@
 """Kill a run with SIGKILL at random moments, resume it each time, compare with an uninterrupted run.
 
-  python experiments/kill_resume.py --kills 5 --out experiments/results/kill_resume.json
+  python -m experiments.kill_resume --kills 5 --out experiments/results/kill_resume.json
 
 A small synthetic `.npz` task sequence is trained with a checkpoint after every step. Each
 kill waits until the run has made 1-4 new checkpoints, then a random 0-0.5 s more, so kills

@@ -1,11 +1,11 @@
 """The PAH paper's Table 1 and ablation table as two commands, measured next to the paper's values.
 
-  python experiments/paper_tables.py table1 --seeds 0 1 2 --workdir runs/paper
-  python experiments/paper_tables.py ablation --config configs/cifar.py --seeds 0 1 2 --workdir runs/paper
+  python -m experiments.paper_tables table1 --seeds 0 1 2 --workdir runs/paper
+  python -m experiments.paper_tables ablation --config configs/cifar.py --seeds 0 1 2 --workdir runs/paper
 
 Offline, on a CPU (Split-FashionMNIST; the paper's columns stay Split-CIFAR100's):
 
-  python experiments/paper_tables.py ablation --config configs/fashion_mnist.py --seeds 0 1 2 \\
+  python -m experiments.paper_tables ablation --config configs/fashion_mnist.py --seeds 0 1 2 \\
       --workdir runs/ablation_fmnist
 
 table1 trains PAH on Split-CIFAR100 10x10, TinyImageNet 10x20 and 20x10 (configs/cifar.py,
@@ -18,14 +18,14 @@ lambda_sp 0/0.5/1.0 (`--only prototype_size=5,10 lambda_sp=0,1` runs a part, or 
 Every run calls `pah_jax.train.train_and_evaluate` in this process with its own workdir,
 <workdir>/<config name>/<setting>/seed_<n>, so a rerun resumes unfinished runs and only
 re-reads finished ones; table1 and ablation given the same --workdir share the base config's
-runs. `--override key=value` changes the base config of every run (values are parsed with the
-type the config gives the key). The tables are rewritten after every run, so a long sweep
-shows its progress. Programs compiled by one run are reused by the next through JAX's
-persistent compilation cache in <workdir>/jax_cache (--compile-cache none turns that off).
+runs. `--override key=value` changes the base config of every run, parsed as the command
+line's `--config.key=value` is (experiments/overrides.py). The tables are rewritten after
+every run, so a long sweep shows its progress. Programs compiled by one run are reused by the
+next through JAX's persistent compilation cache in <workdir>/jax_cache (--compile-cache none
+turns that off).
 """
 
 import argparse
-import ast
 import contextlib
 import copy
 import dataclasses
@@ -37,18 +37,17 @@ import shlex
 import sys
 from typing import Any
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-  sys.path.insert(0, ROOT)
+import ml_collections
 
-import ml_collections  # pylint: disable=wrong-import-position
+from experiments import overrides as overrides_lib
+from experiments import paper_values
+from pah_jax import config_check
+from pah_jax import metrics
+from pah_jax import reporting
+from pah_jax.errors import Stopped
+from pah_jax.errors import UserError
 
-from experiments import paper_values  # pylint: disable=wrong-import-position
-from pah_jax import config_check  # pylint: disable=wrong-import-position
-from pah_jax import metrics  # pylint: disable=wrong-import-position
-from pah_jax import reporting  # pylint: disable=wrong-import-position
-from pah_jax.errors import Stopped  # pylint: disable=wrong-import-position
-from pah_jax.errors import UserError  # pylint: disable=wrong-import-position
+REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # configs/ lies here
 
 TABLE1_CONFIGS = ("configs/cifar.py", "configs/tinyimagenet.py", "configs/tinyimagenet_20.py")
 ABLATION_CONFIG = "configs/cifar.py"
@@ -62,7 +61,7 @@ _NONE = "—"
 
 def load_config(path: str) -> ml_collections.ConfigDict:
   """`get_config()` of a config file; relative paths are tried from here, then the repository."""
-  candidates = [path] if os.path.isabs(path) else [path, os.path.join(ROOT, path)]
+  candidates = [path] if os.path.isabs(path) else [path, os.path.join(REPOSITORY, path)]
   found = next((p for p in candidates if os.path.isfile(p)), None)
   if found is None:
     raise UserError(f"config file {path} not found: pass e.g. --config configs/fashion_mnist.py")
@@ -91,44 +90,13 @@ def set_key(config, key: str, value) -> None:
   node[last] = value
 
 
-def parse_value(config, key: str, text: str):
-  """`text` as a value of the type the config gives `key` (bool, int, float, str, tuple...)."""
-  current = get_key(config, key)
-  if isinstance(current, ml_collections.ConfigDict):
-    raise UserError(f"{key} is a group of keys, not a value")
-  try:
-    if isinstance(current, bool):
-      lowered = text.strip().lower()
-      if lowered not in ("true", "false", "1", "0", "yes", "no"):
-        raise ValueError(text)
-      return lowered in ("true", "1", "yes")
-    if isinstance(current, int):
-      return int(text)
-    if isinstance(current, float):
-      return float(text)
-    if isinstance(current, str):
-      return text
-    value = ast.literal_eval(text)
-    if current is not None and not isinstance(value, type(current)):
-      raise ValueError(text)
-    return value
-  except (ValueError, SyntaxError):
-    raise UserError(f"{key}={text}: expected a {type(current).__name__} like {current!r}") from None
-
-
 def apply_overrides(config, overrides) -> list[tuple[str, Any]]:
-  """Applies `key=value` strings in order; returns the parsed (key, value) pairs."""
-  applied = []
+  """Applies `--override` items (`key=value`, parsed as the command line's `--config.key=value`)
+  in order; returns the parsed (key, value) pairs. The seeds are --seeds, not an override."""
   for item in overrides or ():
-    key, sep, text = item.partition("=")
-    if not sep or not key:
-      raise UserError(f"--override {item}: expected key=value, e.g. train.epochs=1")
-    if key == "seed":
+    if item.partition("=")[0] == "seed":
       raise UserError("--override seed=...: the seeds are --seeds")
-    value = parse_value(config, key, text)
-    set_key(config, key, value)
-    applied.append((key, value))
-  return applied
+  return overrides_lib.apply(config, overrides, option="--override")
 
 
 def benchmark_label(config) -> str:
@@ -171,7 +139,7 @@ def execute(rows: list[Row], write, parallel: bool = False) -> None:
   """Trains every (row, seed) in order; `write()` after each run rewrites the tables.
 
   Rows that share a directory (the base config in several ablation groups) share runs.
-  parallel: a row's unfinished seeds train together as one program (pah_jax.parallel_seeds).
+  parallel: a row's unfinished seeds train together as one program (train.train_seeds).
   """
   from pah_jax import train  # pylint: disable=g-import-not-at-top  (JAX only when training)
 
@@ -208,7 +176,6 @@ def _record(rows: list[Row], key, results: dict) -> None:
 
 def _execute_parallel(rows, todo, by_key, write) -> None:
   """`execute` with each directory's unfinished seeds trained in one vmapped program."""
-  from pah_jax import parallel_seeds  # pylint: disable=g-import-not-at-top
   from pah_jax import train  # pylint: disable=g-import-not-at-top
 
   directories = list(dict.fromkeys(d for d, _ in todo))
@@ -222,7 +189,7 @@ def _execute_parallel(rows, todo, by_key, write) -> None:
     try:
       results = {s: train.train_and_evaluate(row.seed_config(s), row.workdir(s)) for s in finished}
       if rest:
-        results.update(zip(rest, parallel_seeds.train_seeds(row.config, rest, [row.workdir(s) for s in rest])))
+        results.update(zip(rest, train.train_seeds(row.config, rest, [row.workdir(s) for s in rest])))
     except UserError as e:
       raise UserError(f"{directory}: {e}") from None
     for s, r in results.items():
@@ -334,7 +301,7 @@ def _write(workdir: str, name: str, markdown: str, data: dict) -> None:
 
 
 def _command(argv) -> str:
-  return " ".join(["python experiments/paper_tables.py"] + [shlex.quote(a) for a in argv])
+  return " ".join(["python -m experiments.paper_tables"] + [shlex.quote(a) for a in argv])
 
 
 # --------------------------------------------------------------------------- table 1
@@ -410,7 +377,8 @@ def parse_only(config, items) -> dict[str, tuple]:
     if not sep or not text:
       raise UserError(f"--only {item}: expected group=value[,value...], e.g. prototype_size=5,10")
     key = groups.get(name, name)
-    out[key] = out.get(key, ()) + tuple(parse_value(config, key, v) for v in text.split(","))
+    out[key] = out.get(key, ()) + tuple(overrides_lib.parse_value(config, key, v, option="--only")
+                                        for v in text.split(","))
   return out
 
 

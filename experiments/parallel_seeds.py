@@ -1,6 +1,6 @@
 """Seeds in parallel versus separate runs: same accuracy matrices? how much faster?
 
-  python experiments/parallel_seeds.py --config configs/fashion_mnist.py --seeds 0 1 2 3 \\
+  python -m experiments.parallel_seeds --config configs/fashion_mnist.py --seeds 0 1 2 3 \\
       --workdir runs/parallel_seeds
 
 Trains every seed as a separate run (<workdir>/separate/seed_<n>), then all seeds as one
@@ -16,14 +16,10 @@ import json
 import os
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-  sys.path.insert(0, ROOT)
+import numpy as np
 
-import numpy as np  # pylint: disable=wrong-import-position
-
-from experiments import paper_tables as pt  # pylint: disable=wrong-import-position
-from pah_jax.errors import UserError  # pylint: disable=wrong-import-position
+from experiments import paper_tables as pt
+from pah_jax.errors import UserError
 
 
 def compare(separate: list[dict], parallel: list[dict], seeds) -> dict:
@@ -65,7 +61,6 @@ def main(argv=None) -> int:
     pt.apply_overrides(config, args.override)
     import jax  # pylint: disable=g-import-not-at-top
 
-    from pah_jax import parallel_seeds  # pylint: disable=g-import-not-at-top
     from pah_jax import train  # pylint: disable=g-import-not-at-top
 
     separate = []
@@ -73,15 +68,15 @@ def main(argv=None) -> int:
       c = config.copy_and_resolve_references()
       c.seed = s
       separate.append(train.train_and_evaluate(c, os.path.join(args.workdir, "separate", f"seed_{s}")))
-    parallel = parallel_seeds.train_seeds(
-        config, args.seeds, parallel_seeds.seed_workdirs(os.path.join(args.workdir, "parallel"), args.seeds))
+    parallel = train.train_seeds(
+        config, args.seeds, train.seed_workdirs(os.path.join(args.workdir, "parallel"), args.seeds))
   except UserError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
   result = compare(separate, parallel, args.seeds)
   device = jax.devices()[0]
   machine = f"{jax.default_backend()} ({device.device_kind}), {os.cpu_count()} CPU cores"
-  command = "python experiments/parallel_seeds.py " + " ".join(argv if argv is not None else sys.argv[1:])
+  command = "python -m experiments.parallel_seeds " + " ".join(argv if argv is not None else sys.argv[1:])
   result |= {"command": command, "machine": machine, "config": args.config, "overrides": args.override}
   with open(os.path.join(args.workdir, "parallel_seeds.json"), "w") as f:
     json.dump(result, f, indent=1)

@@ -1,6 +1,6 @@
 """The official PAH algorithm in PyTorch over a whole task sequence, on pah_jax's own data.
 
-  python experiments/torch_official_run.py --config configs/fashion_mnist_official.py \\
+  python -m experiments.torch_official_run --config configs/fashion_mnist_official.py \\
       --seeds 0 1 2 --out runs/torch_official.json
 
 A cross-check of the `official` preset: the same tasks, subsample, initial prototypes (and the
@@ -23,16 +23,13 @@ import time
 
 import numpy as np
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-  sys.path.insert(0, ROOT)
-
-from experiments import paper_tables as pt  # pylint: disable=wrong-import-position
-from pah_jax import data as data_lib  # pylint: disable=wrong-import-position
-from pah_jax import methods  # pylint: disable=wrong-import-position
-from pah_jax import metrics  # pylint: disable=wrong-import-position
-from pah_jax import train as train_lib  # pylint: disable=wrong-import-position
-from pah_jax.methods import pah as pah_method  # pylint: disable=wrong-import-position
+from experiments import paper_tables as pt
+from pah_jax import data as data_lib
+from pah_jax import methods
+from pah_jax import metrics
+from pah_jax import train as train_lib
+from pah_jax.errors import UserError
+from pah_jax.methods import pah as pah_method
 
 
 def parse_args(argv):
@@ -40,7 +37,8 @@ def parse_args(argv):
   p.add_argument("--config", default="configs/fashion_mnist_official.py")
   p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
   p.add_argument("--override", nargs="*", default=[], metavar="KEY=VALUE",
-                 help="config changes, e.g. model.conv_init=pytorch")
+                 help="config changes, parsed as the command line's --config.KEY=VALUE, "
+                      "e.g. model.conv_init=pytorch")
   p.add_argument("--out", default="", help="JSON of every matrix (default: print only)")
   return p.parse_args(argv)
 
@@ -126,8 +124,12 @@ def evaluate(model, task, task_id: int, batch_size: int, rng) -> float:
 
 def main(argv=None) -> int:
   args = parse_args(argv)
-  config = pt.load_config(args.config)
-  pt.apply_overrides(config, args.override)
+  try:
+    config = pt.load_config(args.config)
+    pt.apply_overrides(config, args.override)
+  except UserError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
   check_supported(config)
   import torch  # pylint: disable=g-import-not-at-top
   torch.set_num_threads(os.cpu_count() or 1)

@@ -35,10 +35,10 @@ def _last_line(e: BaseException) -> str:
 def _train_parallel_seeds(config, workdir: str) -> None:
   """Seeds seed .. seed+n-1 in one program, each in <workdir>/seed_<n>; prints mean +- std."""
   from pah_jax import metrics  # pylint: disable=g-import-not-at-top
-  from pah_jax import parallel_seeds  # pylint: disable=g-import-not-at-top
+  from pah_jax import train  # pylint: disable=g-import-not-at-top
 
   seeds = [config.seed + i for i in range(config.train.parallel_seeds)]
-  results = parallel_seeds.train_seeds(config, seeds, parallel_seeds.seed_workdirs(workdir, seeds))
+  results = train.train_seeds(config, seeds, train.seed_workdirs(workdir, seeds))
   for name, key in (("AA", "average_accuracy"), ("FM", "forgetting")):
     values = [r[key] for r in results]
     if all(v is not None for v in values):

@@ -173,7 +173,7 @@ def _read_torch(path: str) -> dict[str, np.ndarray]:
     import torch  # pylint: disable=g-import-not-at-top
   except ImportError:
     raise UserError(f"reading {path} needs PyTorch (pip install torch); or convert it once where PyTorch "
-                    f"is installed: python experiments/convert_torchvision.py {path} weights.npz, "
+                    f"is installed: python -m experiments.convert_torchvision {path} weights.npz, "
                     "and pass the .npz") from None
   try:
     # weights_only: a state dict holds tensors only, and unpickling anything else runs code.

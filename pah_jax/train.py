@@ -7,6 +7,8 @@ results, plots and TensorBoard scalars.
 """
 
 from collections.abc import Callable
+import contextlib
+import copy
 import dataclasses
 import os
 import time
@@ -22,12 +24,12 @@ from pah_jax import data as data_lib
 from pah_jax import errors
 from pah_jax import images as images_lib
 from pah_jax import methods
-from pah_jax.methods import base
 from pah_jax import metrics as metrics_lib
 from pah_jax import networks
 from pah_jax import pretrained
 from pah_jax import reporting
 from pah_jax import sharding
+from pah_jax.methods import base
 
 TrainState = base.TrainState
 
@@ -113,7 +115,7 @@ def make_train_chunk(step: Callable, batch_size: int, compiled: bool, metric_nam
   while the device still runs the previous one. Each distinct num_steps compiles once;
   `chunk_plan` keeps a run to one or two lengths.
 
-  seeds=True: several runs at once (`pah_jax.parallel_seeds`). State, images, labels and
+  seeds=True: several runs at once (`train_seeds`). State, images, labels and
   num_valid carry a leading seed axis and every per-run function is `jax.vmap`ped over it, so
   each run draws its own order from its own key, exactly as it would alone.
   """
@@ -189,16 +191,35 @@ def chunk_plan(first_step: int, total_steps: int, length: int, checkpoint_every:
 # --------------------------------------------------------------------------- evaluation
 
 
-def make_evaluate(logits_fn: Callable, bn_batch: bool, mean, std, eval_batch_size: int, batch_size: int,
-                  compiled: bool, mesh=None, batch_mean: bool = False) -> Callable:
-  """Test accuracy (%) of task `task_id` with that task's head (`logits_fn` = Method.logits;
-  `bn_batch`: BatchNorm with batch statistics, else running statistics).
+@dataclasses.dataclass(frozen=True)
+class EvalSettings:
+  """How test accuracy is measured (`eval_settings` makes it from a config and a method)."""
+
+  batch_statistics: bool  # BatchNorm with each batch's own statistics (official), else running
+  batch_size: int  # batch statistics: the official protocol's shuffled batches of the training size
+  eval_batch_size: int  # running statistics: fixed-size padded batches of this size
+  batch_mean: bool  # the mean of the per-batch accuracies (official), else over examples
+  compiled: bool  # batches as one compiled lax.map, else one jitted call per batch
+
+
+def eval_settings(config: ml_collections.ConfigDict, method: base.Method) -> EvalSettings:
+  return EvalSettings(batch_statistics=evaluation_batch_stats(config, method), batch_size=config.train.batch_size,
+                      eval_batch_size=config.train.eval_batch_size,
+                      batch_mean=config.train.eval_accuracy == "batch_mean",
+                      compiled=use_compiled_loops(config.train.loop))
+
+
+def make_evaluate(logits_fn: Callable, settings: EvalSettings, mean, std, mesh=None) -> Callable:
+  """Test accuracy (%) of task `task_id` with that task's head (`logits_fn` = Method.logits).
 
   Running statistics: fixed-size padded batches. Batch statistics (official): the official
   protocol's shuffled batches of `batch_size` (the last one smaller), since each batch's own
   statistics normalise it. The accuracy is over examples, or with `batch_mean` the mean of
   the per-batch accuracies, as the official code reports it.
   """
+  bn_batch, batch_size, eval_batch_size = settings.batch_statistics, settings.batch_size, settings.eval_batch_size
+  compiled, batch_mean = settings.compiled, settings.batch_mean
+
   def correct(params, batch_stats, images_u8, labels, valid, task_id):
     if mesh is not None and images_u8.shape[0] % mesh.size == 0:
       images_u8 = sharding.split_batch(images_u8, mesh)
@@ -253,33 +274,65 @@ def pad_to(x: np.ndarray, size: int) -> np.ndarray:
   return np.concatenate([x, np.zeros((size - len(x),) + x.shape[1:], x.dtype)]) if len(x) < size else x
 
 
+@dataclasses.dataclass(frozen=True)
+class SeedAxis:
+  """The runs the task loop trains at once: one seed (n = 1: plain arrays, a separate run), or n
+  seeds as one program (parallel seeds: every array of the state, the task's data and the
+  step's metrics gains a leading seed axis, and the step is vmapped over it)."""
+
+  n: int
+
+  def split(self, tree) -> list:
+    """Each seed's part of `tree`."""
+    if self.n == 1:
+      return [tree]
+    return [jax.tree_util.tree_map(lambda x, i=i: x[i], tree) for i in range(self.n)]
+
+  def join(self, trees: list):
+    """The seeds' trees as one (the inverse of `split`)."""
+    if self.n == 1:
+      return trees[0]
+    return jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *trees)
+
+  def first(self, x) -> int:
+    return int(x if self.n == 1 else x[0])
+
+
 @dataclasses.dataclass
 class _Run:
-  """What the task loop needs besides the train state (built once per process)."""
+  """What the task loop needs besides the train state (built once per process). Lists hold one
+  entry per seed."""
 
-  config: ml_collections.ConfigDict
-  tasks: data_lib.TaskSequence
-  method: base.Method
-  train_sets: list  # [(uint8 images, labels)] per task (joint: the union, at the last task)
+  configs: list
+  tasks: list  # data_lib.TaskSequence per seed
+  method: base.Method  # the first seed's: no method function closes over a seed's data
+  train_sets: list  # per seed, per task (uint8 images, labels) (joint: the union, at the last task)
   padded_size: int  # every task's arrays are padded to this, so shapes never change
+  seeds: SeedAxis
   begin_task: Callable
   end_task: Callable
   train_chunk: Callable
   evaluate: Callable
   mesh: "jax.sharding.Mesh"
-  ckpt: checkpointing.Checkpointer
-  writer: reporting.MetricWriter
+  ckpts: list
+  writers: list
   progress: reporting.Progress
   stop: checkpointing.StopRequests
   seconds: Callable[[], float]
 
   def save(self, state: TrainState, position: checkpointing.Position, acc: np.ndarray) -> None:
-    save_checkpoint(self.ckpt, state, self.config, self.tasks, position, acc, self.seconds())
+    for i, s in enumerate(self.seeds.split(state)):
+      save_checkpoint(self.ckpts[i], s, self.configs[i], self.tasks[i], position, acc[i], self.seconds())
+
+  def num_train(self, task_id: int) -> int:
+    return len(self.train_sets[0][task_id][1])
 
   def task_arrays(self, task_id: int):
-    """Task `task_id`'s training set on the device(s), padded to the common size."""
-    x, y = self.train_sets[task_id]
-    return sharding.replicate((pad_to(x, self.padded_size), pad_to(y, self.padded_size)), self.mesh)
+    """Task `task_id`'s training sets on the device(s), padded to the common size."""
+    padded = [(pad_to(x, self.padded_size), pad_to(y, self.padded_size)) for x, y in
+              (sets[task_id] for sets in self.train_sets)]
+    return sharding.replicate(self.seeds.join(padded) if self.seeds.n == 1 else
+                              tuple(np.stack(parts) for parts in zip(*padded)), self.mesh)
 
 
 def use_compilation_cache(path: str) -> None:
@@ -298,25 +351,65 @@ def use_compilation_cache(path: str) -> None:
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Runs (or resumes, or re-reports) the whole task sequence; returns the results dict."""
-  config_check.validate(config)
-  ckpt = checkpointing.Checkpointer(workdir, keep=config.train.keep_checkpoints)
-  with ckpt, ckpt.locked(), checkpointing.StopRequests() as stop:
-    meta = ckpt.latest_meta()
-    if meta is not None:
-      config_check.check_same_config(meta["config"], config)
-      if meta["position"]["task"] == meta["num_tasks"] and os.path.exists(ckpt.results_path):
-        results = reporting.read_results(ckpt.results_path)
-        print(reporting.format_table(np.asarray(results["accuracy_matrix"], float), results_summary(results)))
-        return results
-    return _train(config, ckpt, stop, resume=meta is not None)
+  return train_seeds(config, [config.seed], [workdir])[0]
+
+
+def seed_workdirs(workdir: str, seeds) -> list[str]:
+  """Where parallel seeds write: <workdir>/seed_<n>, each what a separate run would write."""
+  return [os.path.join(workdir, f"seed_{s}") for s in seeds]
+
+
+def train_seeds(config: ml_collections.ConfigDict, seeds, workdirs) -> list[dict]:
+  """Trains (or resumes, or re-reads) `config` for every seed in `seeds`, all as one program
+  (`SeedAxis`); returns each seed's results dict, in order. `workdirs[i]` is seed `seeds[i]`'s
+  workdir and holds exactly what a separate run of that seed writes, so a seed's directory
+  can be resumed or re-read alone. `seconds` in each results.json is the wall time of the
+  whole program.
+
+  Several seeds cost memory (S states and S copies of a task's training arrays). vmap turns
+  each convolution into a grouped one over the seeds: an accelerator runs that as one wide
+  kernel where a small-batch run alone leaves most of it idle; XLA's CPU backend runs grouped
+  convolutions slowly (experiments/results/parallel_seeds_fmnist.md): use it on GPUs and TPUs.
+  Batched convolutions also sum in another order than single ones, so over a whole run the
+  seeds' results differ from their separate runs by run-to-run noise, not exactly.
+  """
+  seeds, workdirs = [int(s) for s in seeds], list(workdirs)
+  if len(set(seeds)) != len(seeds) or len(seeds) != len(workdirs):
+    raise errors.UserError(f"parallel seeds need distinct seeds, one workdir each (got seeds {seeds})")
+  configs = []
+  for s in seeds:
+    c = copy.deepcopy(config)
+    c.seed = s
+    config_check.validate(c)
+    configs.append(c)
+  with contextlib.ExitStack() as context:
+    ckpts = [context.enter_context(checkpointing.Checkpointer(w, keep=config.train.keep_checkpoints))
+             for w in workdirs]
+    for ckpt in ckpts:
+      context.enter_context(ckpt.locked())
+    stop = context.enter_context(checkpointing.StopRequests())
+    metas = [ckpt.latest_meta() for ckpt in ckpts]
+    for meta, c in zip(metas, configs):
+      if meta is not None:
+        config_check.check_same_config(meta["config"], c)
+    if all(m is not None and m["position"]["task"] == m["num_tasks"] and os.path.exists(ck.results_path)
+           for m, ck in zip(metas, ckpts)):
+      results = [reporting.read_results(ck.results_path) for ck in ckpts]
+      if len(results) == 1:
+        print(reporting.format_table(np.asarray(results[0]["accuracy_matrix"], float), results_summary(results[0])))
+      return results
+    if len({None if m is None else tuple(m["position"].values()) for m in metas}) > 1:
+      raise errors.UserError(f"the workdirs of seeds {seeds} stand at different points: resume them as "
+                             "separate runs, or use new workdirs")
+    return _train(configs, ckpts, metas, stop)
 
 
 def make_setup(config: ml_collections.ConfigDict, tasks: data_lib.TaskSequence) -> base.Setup:
   """What a method's builder needs to know of this config and task sequence."""
   nets = networks.build_networks(config, len(tasks.tasks), tasks.num_classes_per_task)
   return base.Setup(config=config, nets=nets, num_tasks=len(tasks.tasks), num_classes=tasks.num_classes_per_task,
-                       image_shape=tuple(tasks.image_shape), mean=tuple(tasks.mean), std=tuple(tasks.std),
-                       tasks=tasks)
+                    image_shape=tuple(tasks.image_shape), mean=tuple(tasks.mean), std=tuple(tasks.std),
+                    tasks=tasks)
 
 
 def build_method(config: ml_collections.ConfigDict, tasks: data_lib.TaskSequence) -> base.Method:
@@ -338,59 +431,90 @@ def training_sets(method: base.Method, tasks: data_lib.TaskSequence) -> list:
   return sets
 
 
-def _train(config, ckpt: checkpointing.Checkpointer, stop: "checkpointing.StopRequests", resume: bool) -> dict:
-  tasks_seq = data_lib.load_tasks(config.data, config.seed)
-  config_check.check_against_data(config, tasks_seq)
-  k_tasks = len(tasks_seq.tasks)
-  method = build_method(config, tasks_seq)
-  train_sets = training_sets(method, tasks_seq)
+def _check_same_shapes(seeds, tasks, train_sets) -> None:
+  """One program over several seeds needs every seed's arrays in one shape; only the draw of
+  examples may differ."""
+  for name, get in (("training", lambda i, t: train_sets[i][t][1].shape),
+                    ("test", lambda i, t: tasks[i].tasks[t].y_test.shape)):
+    for t in range(len(tasks[0].tasks)):
+      shapes = {get(i, t) for i in range(len(seeds))}
+      if len(shapes) > 1:
+        raise errors.UserError(f"seeds {seeds} give task {t} {name} sets of different sizes {sorted(shapes)}: "
+                               "run them separately (train.parallel_seeds=1)")
+  if len({(t.mean, t.std, t.image_shape) for t in tasks}) > 1:
+    raise errors.UserError(f"seeds {seeds} normalise their data differently: run them separately")
+
+
+def _train(configs: list, ckpts: list, metas: list, stop: checkpointing.StopRequests) -> list[dict]:
+  config, seeds = configs[0], SeedAxis(len(configs))
+  tasks = [data_lib.load_tasks(c.data, c.seed) for c in configs]
+  for c, t in zip(configs, tasks):
+    config_check.check_against_data(c, t)
+  methods_ = [build_method(c, t) for c, t in zip(configs, tasks)]
+  train_sets = [training_sets(m, t) for m, t in zip(methods_, tasks)]
+  _check_same_shapes([c.seed for c in configs], tasks, train_sets)
+  method, k_tasks = methods_[0], len(tasks[0].tasks)
   mesh = sharding.data_mesh()
   if config.train.batch_size % mesh.size:
     raise errors.UserError(f"config train.batch_size={config.train.batch_size} must be divisible by the "
                            f"{mesh.size} devices, which split every batch")
-  state = sharding.replicate(create_state(method, config), mesh)
-  acc = np.full((k_tasks, k_tasks), np.nan)
+  states = [sharding.replicate(create_state(m, c), mesh) for m, c in zip(methods_, configs)]
+  acc = np.full((seeds.n, k_tasks, k_tasks), np.nan)
   position = checkpointing.Position(task=0, epoch=0, batch=0)
   seconds_before = 0.0
-  if resume:
-    state, meta = ckpt.restore(state)
-    acc = np.asarray(meta["accuracy_matrix"], float)
-    position = checkpointing.Position(**meta["position"])
-    seconds_before = meta["seconds"]
+  if metas[0] is not None:
+    restored = [ckpt.restore(s) for ckpt, s in zip(ckpts, states)]
+    states = [s for s, _ in restored]
+    acc = np.stack([np.asarray(meta["accuracy_matrix"], float) for _, meta in restored])
+    position = checkpointing.Position(**restored[0][1]["position"])
+    seconds_before = max(meta["seconds"] for _, meta in restored)
+  state = seeds.join(states)
+  del states
 
   compiled = use_compiled_loops(config.train.loop)
   started = time.time()
-  step = make_train_step(method, augment=config.train.augment, mean=tasks_seq.mean, std=tasks_seq.std, mesh=mesh)
+  step = make_train_step(method, augment=config.train.augment, mean=tasks[0].mean, std=tasks[0].std, mesh=mesh)
   identity = lambda state, *unused: state
   run = _Run(
-      config=config, tasks=tasks_seq, method=method, train_sets=train_sets,
-      padded_size=max(len(y) for _, y in train_sets),
+      configs=configs, tasks=tasks, method=method, train_sets=train_sets,
+      padded_size=max(len(y) for _, y in train_sets[0]), seeds=seeds,
+      # Around each task every seed runs the same compiled function in turn (not vmapped: each
+      # seed's task-boundary work stays exactly what it is in a separate run).
       begin_task=jax.jit(method.begin_task or identity),
       end_task=jax.jit(method.end_task) if method.end_task else None,
-      train_chunk=make_train_chunk(step, config.train.batch_size, compiled, method.metric_names),
-      evaluate=make_task_evaluate(config, method, tasks_seq, compiled, mesh),
-      mesh=mesh,
-      ckpt=ckpt, writer=reporting.MetricWriter(ckpt.tensorboard_dir), progress=reporting.Progress(k_tasks),
-      stop=stop, seconds=lambda: seconds_before + time.time() - started)
+      train_chunk=make_train_chunk(step, config.train.batch_size, compiled, method.metric_names,
+                                   seeds=seeds.n > 1),
+      evaluate=make_evaluate(method.logits, eval_settings(config, method), tasks[0].mean, tasks[0].std, mesh),
+      mesh=mesh, ckpts=ckpts, writers=[reporting.MetricWriter(ck.tensorboard_dir) for ck in ckpts],
+      progress=reporting.Progress(k_tasks), stop=stop, seconds=lambda: seconds_before + time.time() - started)
   try:
     for task_id in range(position.task, k_tasks):
-      if not len(train_sets[task_id][1]):  # joint training: nothing to train or score before the last task
+      if not run.num_train(task_id):  # joint training: nothing to train or score before the last task
         continue
       state = _train_task(run, state, task_id, position, acc)
-      summary = score_task(run.evaluate, state, config, tasks_seq, task_id, acc, method.joint)
-      run.writer.scalars(int(state.step), task_scalars(acc, task_id, summary))
-      run.progress.end_task(task_id, acc[task_id, :task_id + 1], summary)
+      per_seed = seeds.split(state)
+      for i, s in enumerate(per_seed):
+        summary = score_task(run.evaluate, s, configs[i], tasks[i], task_id, acc[i], method.joint)
+        run.writers[i].scalars(int(s.step), task_scalars(acc[i], task_id, summary))
+      # Every seed has the same entries filled: the mean over seeds keeps NaN where all are.
+      run.progress.end_task(task_id, acc[:, task_id, :task_id + 1].mean(0),
+                            metrics_lib.summarize(acc.mean(0), upto=task_id))
       if method.end_task is not None:  # only then are the task's arrays needed again
         images, labels = run.task_arrays(task_id)
-        state = run.end_task(state, images, labels, len(train_sets[task_id][1]), task_id)
+        per_seed = [run.end_task(s, x, y, run.num_train(task_id), task_id)
+                    for s, x, y in zip(per_seed, seeds.split(images), seeds.split(labels))]
+        state = seeds.join(per_seed)
+      del per_seed
       position = checkpointing.Position(task=task_id + 1, epoch=0, batch=0)
       run.save(state, position, acc)
       stop.raise_if_requested(position)
   finally:
     run.progress.close()
-    run.writer.close()
+    for w in run.writers:
+      w.close()
 
-  return write_results(ckpt, config, tasks_seq, acc, run.seconds())
+  return [write_results(ckpts[i], configs[i], tasks[i], acc[i], run.seconds(), show=seeds.n == 1)
+          for i in range(seeds.n)]
 
 
 def save_checkpoint(ckpt: checkpointing.Checkpointer, state: TrainState, config, tasks: data_lib.TaskSequence,
@@ -417,23 +541,17 @@ def task_scalars(acc: np.ndarray, task_id: int, summary: dict) -> dict:
 
 
 def write_results(ckpt: checkpointing.Checkpointer, config, tasks: data_lib.TaskSequence, acc: np.ndarray,
-                  seconds: float) -> dict:
-  """results.json and the plots of a finished run; prints the final table."""
+                  seconds: float, show: bool = True) -> dict:
+  """results.json and the plots of a finished run; prints the final table (with `show`)."""
   summary = metrics_lib.summarize(acc)
   extra = {"class_order": list(tasks.class_order), "num_tasks": len(tasks.tasks),
            "classes_per_task": tasks.num_classes_per_task, "method": config.method}
   reporting.write_results_json(ckpt.results_path, acc, summary, config, seconds, extra=extra)
   reporting.plot_accuracy_matrix(ckpt.path("accuracy_matrix.png"), acc)
   reporting.plot_task_curves(ckpt.path("task_accuracy.png"), acc)
-  print(reporting.format_table(acc, summary))
+  if show:
+    print(reporting.format_table(acc, summary))
   return reporting.read_results(ckpt.results_path)
-
-
-def make_task_evaluate(config, method: base.Method, tasks: data_lib.TaskSequence, compiled: bool, mesh=None):
-  """`make_evaluate` as the config asks for it (BatchNorm mode, batch sizes, accuracy protocol)."""
-  return make_evaluate(method.logits, evaluation_batch_stats(config, method), tasks.mean, tasks.std,
-                       config.train.eval_batch_size, config.train.batch_size, compiled, mesh,
-                       batch_mean=config.train.eval_accuracy == "batch_mean")
 
 
 def evaluation_batch_stats(config: ml_collections.ConfigDict, method: base.Method) -> bool:
@@ -444,36 +562,40 @@ def evaluation_batch_stats(config: ml_collections.ConfigDict, method: base.Metho
 
 def _train_task(run: _Run, state: TrainState, task_id: int, position: checkpointing.Position,
                 acc: np.ndarray) -> TrainState:
-  """Trains task `task_id` from `position` (its start, or where a checkpoint left it).
+  """Trains task `task_id` from `position` (its start, or where a checkpoint left it), every
+  seed at once.
 
   Saves a checkpoint every `train.checkpoint_every_steps` steps and when a stop is requested
   (SIGINT/SIGTERM), then raises `Stopped`; the task-end checkpoint is the caller's.
   """
-  cfg = run.config.train
-  y_np = run.train_sets[task_id][1]
-  steps_per_epoch = len(y_np) // cfg.batch_size
+  cfg, seeds = run.configs[0].train, run.seeds
+  n_train = run.num_train(task_id)
+  steps_per_epoch = n_train // cfg.batch_size
   images, labels = run.task_arrays(task_id)
   fresh = position.task != task_id or (position.epoch == 0 and position.batch == 0)
   if fresh:
-    state = run.begin_task(state, task_id)
+    state = seeds.join([run.begin_task(s, task_id) for s in seeds.split(state)])
     position = checkpointing.Position(task_id, 0, 0)
   total = cfg.epochs * steps_per_epoch
   start = position.epoch * steps_per_epoch + position.batch  # the task's steps already done
   run.progress.start_task(task_id, total, done=start)
-  step = int(state.step)
+  step = seeds.first(state.step)
+  num_valid = n_train if seeds.n == 1 else jnp.full((seeds.n,), n_train, jnp.int32)
   every = cfg.checkpoint_every_steps
   plan = chunk_plan(start, total, min(cfg.log_every_steps, steps_per_epoch), every, step)
   for first, n in plan:
     t0 = time.time()
-    state, chunk_metrics = run.train_chunk(state, images, labels, len(y_np), task_id, first, n)
+    state, chunk_metrics = run.train_chunk(state, images, labels, num_valid, task_id, first, n)
     chunk_metrics = jax.device_get(chunk_metrics)
     done, step = first + n, step + n
-    rate = n * cfg.batch_size / max(time.time() - t0, 1e-9)
+    rate = n * cfg.batch_size * seeds.n / max(time.time() - t0, 1e-9)
     epoch, batch = epoch_and_batch(done, steps_per_epoch)
     check_finite(chunk_metrics, task_id, epoch, batch)
-    run.writer.scalars(step, {f"train/{k}": float(v) for k, v in chunk_metrics.items()}
-                       | {"train/images_per_second": rate, "train/task": task_id})
-    run.progress.advance(n, epoch, chunk_metrics)
+    rate_name = "train/images_per_second" if seeds.n == 1 else "train/images_per_second_all_seeds"
+    for i, w in enumerate(run.writers):
+      w.scalars(step, {f"train/{k}": float(seeds.split(v)[i]) for k, v in chunk_metrics.items()}
+                | {rate_name: rate, "train/task": task_id})
+    run.progress.advance(n, epoch, {k: float(np.mean(v)) for k, v in chunk_metrics.items()})
     if done < total and ((every and step % every == 0) or run.stop.requested):
       here = checkpointing.Position(task_id, *divmod(done, steps_per_epoch))
       run.save(state, here, acc)

@@ -58,6 +58,9 @@ def test_grid_then_table(config_file, tmp_path):
     (["--seeds", "1", "1"], "--seeds"),
     (["--lr-grid", "1e-3", "--seeds", "100"], "--tune-seed"),
     (["--lr-grid", "0"], "--lr-grid"),
+    # Overrides parse as the command line's --config.KEY=VALUE.
+    (["--override", "train.epochs=x", "--compile-cache", "none"], "--override train.epochs=x: expected an int"),
+    (["--override", "model.nope=1", "--compile-cache", "none"], "no key model.nope"),
 ])
 def test_bad_arguments_exit_2(argv, message, capsys):
   assert baselines.main(argv) == 2

@@ -1,10 +1,11 @@
 """experiments/benchmark.py at toy scale: it runs end to end and writes the documented JSON.
 
 The benchmark itself is not part of the package; these tests only guard its plumbing
-(flags, rows, ratios, JSON keys) and the PyTorch reference's pass structure.
+(flags, rows, ratios, JSON keys), that it times the library's own steps and phases, and the
+PyTorch reference's pass structure. The scripts run as `python -m experiments.<name>` from
+the repository root.
 """
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -12,26 +13,22 @@ import sys
 
 import pytest
 
+from experiments import benchmark as bench
+from pah_jax.errors import UserError
+
 pytestmark = pytest.mark.slow  # end-to-end runs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCRIPT = os.path.join(ROOT, "experiments", "benchmark.py")
-
-
-def _load(name, path):
-  spec = importlib.util.spec_from_file_location(name, path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+MODULE = [sys.executable, "-m", "experiments.benchmark"]
 
 
 def test_toy_run_writes_rows_ratios_and_machine(tmp_path):
   out = tmp_path / "bench.json"
   # Compile time dominates at this size; XLA's lowest optimisation level halves it.
   env = {**os.environ, "XLA_FLAGS": "--xla_backend_optimization_level=0", "JAX_PLATFORMS": "cpu"}
-  cmd = [sys.executable, SCRIPT, "--width", "0.0625", "--batch-size", "4", "--num-tasks", "3",
+  cmd = [*MODULE, "--width", "0.0625", "--batch-size", "4", "--num-tasks", "3",
          "--classes-per-task", "2", "--image-size", "12", "--steps", "1", "--warmup", "1", "--repeats", "1",
-         "--skip-torch", "--profile", "--out", str(out)]
+         "--skip-torch", "--profile", "--breakdown", "--out", str(out)]
   proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
   assert proc.returncode == 0, proc.stderr[-3000:]
   results = json.loads(out.read_text())
@@ -57,10 +54,13 @@ def test_toy_run_writes_rows_ratios_and_machine(tmp_path):
   assert set(results["profile"]) == {"finetune", "pah_step", "finetune_chunk", "pah_chunk"}
   assert results["profile"]["pah_step"]["device_plane"] is None
   assert "| pah_step | no device trace |" in proc.stdout
+  # --breakdown times the PAH Method's own phases, its forwards and the loop's whole step.
+  assert set(results["breakdown"]) == {"teacher_forward", "prototype_forward", "main_loss_and_grad", "main_update",
+                                       "prototype_loss_and_grad", "full_step_no_donation"}
+  assert all(part["seconds"] > 0 for part in results["breakdown"].values())
 
 
 def test_config_overrides_are_typed_and_checked():
-  bench = _load("benchmark", SCRIPT)
   args = bench.parse_args(["--width", "0.5", "--stem", "cifar", "--config", "model.dtype=bfloat16",
                            "--config", "pah.lambda_sm=1", "--config", "train.augment=true"])
   config = bench.official_config(args)
@@ -68,13 +68,45 @@ def test_config_overrides_are_typed_and_checked():
   assert config.pah.lambda_sm == 1.0 and isinstance(config.pah.lambda_sm, float)
   assert config.train.augment is True
   assert config.pah.kl_direction == "new_old"  # the official preset is the base
-  with pytest.raises(SystemExit):
-    bench.official_config(bench.parse_args(["--config", "model.nope=1"]))
+  for bad, message in (("model.nope=1", "no key model.nope"), ("train.epochs=1.5", "expected an int"),
+                       ("model.dtype", "expected KEY=VALUE")):
+    with pytest.raises(UserError, match=message):
+      bench.official_config(bench.parse_args(["--config", bad]))
+
+
+@pytest.mark.parametrize("bad, message", [("model.nope=1", "no key model.nope"),
+                                          ("train.augment=maybe", "expected a bool")])
+def test_a_bad_override_is_one_error_line_and_exit_code_2(bad, message):
+  proc = subprocess.run([*MODULE, "--config", bad], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                        env={**os.environ, "JAX_PLATFORMS": "cpu"})
+  assert proc.returncode == 2, proc.stderr[-3000:]
+  (line,) = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+  assert message in line and "Traceback" not in proc.stderr
+
+
+def test_finetune_rows_run_the_finetune_method_with_heads_at_lr_heads():
+  """The fine-tune rows are pah_jax's own `finetune` method: one step moves the current head by
+  AdamW's first step at optim.lr_heads (|update| = lr for every entry with a gradient)."""
+  import jax
+  import numpy as np
+
+  args = bench.parse_args(["--width", "0.0625", "--batch-size", "4", "--num-tasks", "2", "--classes-per-task", "2",
+                           "--image-size", "12", "--config", "optim.lr_heads=0.0123",
+                           "--config", "optim.weight_decay=0.0"])
+  method, step, state, _ = bench._finetune_setup(args, bench.official_config(args))  # pylint: disable=protected-access
+  assert method.name == "finetune" and set(state.params) == {"backbone", "heads"}
+  before = jax.device_get(state.params["heads"]["kernel"])
+  x, y = bench.synthetic_batch(np.random.default_rng(0), 4, 12, 2)
+  state, metrics = jax.jit(step)(state, x, y, 1)
+  assert set(metrics) == set(method.metric_names)
+  moved = np.abs(jax.device_get(state.params["heads"]["kernel"]) - before)
+  assert np.median(moved[1][moved[1] > 0]) == pytest.approx(0.0123, rel=1e-3) and moved[1].max() <= 0.0123 * 1.0001
+  assert not moved[0].any()  # old heads stay
 
 
 def test_official_reference_runs_one_plus_two_k_backbone_passes():
   torch = pytest.importorskip("torch")
-  ref = _load("torch_reference", os.path.join(ROOT, "experiments", "torch_reference.py"))
+  from experiments import torch_reference as ref
   torch.manual_seed(0)
   k, c = 4, 3
   model = ref.PAHModel(k, c, width=0.0625, stem="imagenet")
@@ -98,7 +130,7 @@ def test_official_reference_runs_one_plus_two_k_backbone_passes():
 def test_sequence_only_reports_total_and_first_task(tmp_path):
   out = tmp_path / "sequence.json"
   env = {**os.environ, "XLA_FLAGS": "--xla_backend_optimization_level=0", "JAX_PLATFORMS": "cpu"}
-  cmd = [sys.executable, SCRIPT, "--sequence-only", "--width", "0.0625", "--num-tasks", "2", "--classes-per-task", "2",
+  cmd = [*MODULE, "--sequence-only", "--width", "0.0625", "--num-tasks", "2", "--classes-per-task", "2",
          "--image-size", "12", "--train-per-task", "8", "--test-per-task", "4", "--epochs", "1",
          "--sequence-batch-size", "4", "--out", str(out)]
   proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
@@ -114,7 +146,7 @@ def test_checkpoint_speed_times_both_layouts(tmp_path):
   """experiments/checkpoint_speed.py: both layouts save and restore a real PAH state."""
   out = tmp_path / "ckpt.json"
   env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-  cmd = [sys.executable, os.path.join(ROOT, "experiments", "checkpoint_speed.py"), "--width", "0.0625",
+  cmd = [sys.executable, "-m", "experiments.checkpoint_speed", "--width", "0.0625",
          "--num-tasks", "2", "--repeats", "2", "--out", str(out)]
   proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
   assert proc.returncode == 0, proc.stderr[-3000:]

@@ -12,7 +12,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_killed_twice_and_resumed_equals_uninterrupted():
-  proc = subprocess.run([sys.executable, "experiments/kill_resume.py", "--kills", "2", "--seed", "1",
+  proc = subprocess.run([sys.executable, "-m", "experiments.kill_resume", "--kills", "2", "--seed", "1",
                          "--num-tasks", "2", "--epochs", "1"],
                         cwd=ROOT, capture_output=True, text=True, timeout=900)
   assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

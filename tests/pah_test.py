@@ -10,7 +10,6 @@ Tiny networks throughout: ResNet-18 at width 0.125 (D = 64), K = 3 tasks of C = 
 `networks.init_params`) once per session.
 """
 
-import dataclasses
 import functools
 
 import chex
@@ -22,8 +21,8 @@ import pytest
 from configs import default
 from pah_jax import images as images_lib
 from pah_jax import losses
-from pah_jax import optim
 from pah_jax import networks
+from pah_jax import optim
 from pah_jax import train
 from pah_jax.methods import base
 from pah_jax.methods import pah as pah_method

@@ -88,7 +88,7 @@ def test_table1_and_ablation_on_mock_cifar100(tmp_path, cifar_data, capsys):
   assert "data.num_tasks=2" in md
 
   capsys.readouterr()
-  # --parallel-seeds: the vmapped program (pah_jax.parallel_seeds) behind the same tables.
+  # --parallel-seeds: the vmapped program (train.train_seeds) behind the same tables.
   assert paper_tables.main(["ablation", "--seeds", "0", "--only", "prototype_init=semantic,random",
                             "--parallel-seeds", *common]) == 0
   out = capsys.readouterr().out
@@ -127,9 +127,10 @@ def test_overrides_are_parsed_with_the_config_types():
   assert applied == [("train.epochs", 1), ("pah.lambda_sp", 0.0), ("train.augment", False),
                      ("pah.prototype_init", "random")]
   assert isinstance(config.pah.lambda_sp, float) and config.train.epochs == 1
-  for bad, message in (("train.epochs=1.5", "expected a int"), ("train.augment=maybe", "expected a bool"),
-                       ("pah.nope=1", "no key pah.nope"), ("train.epochs", "expected key=value"),
-                       ("pah=1", "group of keys"), ("seed=3", "--seeds")):
+  # Parsed as the command line's --config.KEY=VALUE (ml_collections' config_flags).
+  for bad, message in (("train.epochs=1.5", "expected an int"), ("train.augment=maybe", "expected a bool"),
+                       ("pah.nope=1", "no key pah.nope"), ("train.epochs", "expected KEY=VALUE"),
+                       ("pah=1", "pah is a section"), ("seed=3", "--seeds")):
     with pytest.raises(UserError, match=message):
       paper_tables.apply_overrides(cifar.get_config(), [bad])
   only = paper_tables.parse_only(cifar.get_config(), ["prototype_size=5,10", "lambda_sp=0,1", "pah.temperature=1"])

@@ -18,7 +18,6 @@ import pytest
 from experiments import paper_tables
 from pah_jax import errors
 from pah_jax import main
-from pah_jax import parallel_seeds
 from pah_jax import train
 from tests import tolerance
 from tests.conftest import tiny_config
@@ -58,7 +57,7 @@ def runs(tmp_path_factory):
     parallel_config = config.copy_and_resolve_references()
     parallel_config.train.parallel_seeds = len(SEEDS)
     main._train_parallel_seeds(parallel_config, str(root / "parallel"))  # pylint: disable=protected-access
-  workdirs = parallel_seeds.seed_workdirs(str(root / "parallel"), SEEDS)
+  workdirs = train.seed_workdirs(str(root / "parallel"), SEEDS)
   parallel = [_results(w) for w in workdirs]
   return config, root, separate, parallel, workdirs
 
@@ -125,7 +124,7 @@ def test_each_seed_ends_with_its_separate_runs_parameters(runs):
 
 def test_a_finished_parallel_run_is_reread_and_a_seed_resumes_alone(runs):
   config, _, _, parallel, workdirs = runs
-  again = parallel_seeds.train_seeds(config, SEEDS, workdirs)
+  again = train.train_seeds(config, SEEDS, workdirs)
   assert [r["accuracy_matrix"] for r in again] == [r["accuracy_matrix"] for r in parallel]
   c = config.copy_and_resolve_references()
   c.seed = SEEDS[1]
@@ -136,9 +135,9 @@ def test_a_finished_parallel_run_is_reread_and_a_seed_resumes_alone(runs):
 def test_seed_workdirs_at_different_points_are_refused(runs, tmp_path):
   config, root, _, _, _ = runs
   with pytest.raises(errors.UserError, match="different points"):
-    parallel_seeds.train_seeds(config, (0, 5), [str(root / "separate_0"), str(tmp_path / "seed_5")])
+    train.train_seeds(config, (0, 5), [str(root / "separate_0"), str(tmp_path / "seed_5")])
   with pytest.raises(errors.UserError, match="distinct seeds"):
-    parallel_seeds.train_seeds(config, (0, 0), [str(tmp_path / "a"), str(tmp_path / "b")])
+    train.train_seeds(config, (0, 0), [str(tmp_path / "a"), str(tmp_path / "b")])
 
 
 def test_the_comparison_script_reports_differences_and_times(runs):
@@ -151,3 +150,62 @@ def test_the_comparison_script_reports_differences_and_times(runs):
   assert result["speedup"] == pytest.approx(result["separate_seconds"] / parallel[0]["seconds"])
   md = script.markdown(result, "cmd", "cpu")
   assert md.count("\n| ") == 1 + len(SEEDS) and "speed-up" in md
+
+
+def test_parallel_seeds_killed_inside_a_task_resume_exactly(tmp_path):
+  """--config.train.parallel_seeds=2 with a checkpoint every 3 steps, SIGKILLed after a
+  checkpoint inside the first task and rerun: each seed's results.json equals the one its
+  uninterrupted parallel run writes (the same program on the same inputs)."""
+  import signal  # pylint: disable=g-import-not-at-top
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  import time  # pylint: disable=g-import-not-at-top
+
+  from tests.conftest import make_npz  # pylint: disable=g-import-not-at-top
+
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  npz = make_npz(tmp_path / "tiny.npz")
+  steps_per_task = 12  # 96 training images per task, batch 16, 2 epochs
+
+  def command(workdir):
+    return [sys.executable, "-m", "pah_jax.main", "--config=configs/default.py", f"--workdir={workdir}",
+            "--config.data.name=npz", f"--config.data.path={npz}", "--config.data.num_tasks=2",
+            "--config.model.width=0.125", "--config.pah.prototype_size=4", "--config.train.epochs=2",
+            "--config.train.batch_size=16", "--config.train.eval_batch_size=32", "--config.train.log_every_steps=1",
+            "--config.train.parallel_seeds=2", "--config.train.checkpoint_every_steps=3",
+            f"--config.train.compilation_cache={tmp_path / 'jax_cache'}"]
+
+  env = {**os.environ, "PYTHONPATH": root}
+
+  def run_to_end(workdir):
+    proc = subprocess.run(command(workdir), cwd=root, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+  def results(workdir):
+    out = []
+    for s in SEEDS:
+      r = _results(os.path.join(workdir, f"seed_{s}"))
+      r.pop("seconds")
+      out.append(r)
+    return out
+
+  run_to_end(tmp_path / "uninterrupted")
+  killed = tmp_path / "killed"
+
+  def saved_steps():
+    steps = []
+    for s in SEEDS:
+      directory = killed / f"seed_{s}" / "checkpoints"
+      steps.append({int(d) for d in os.listdir(directory) if d.isdigit()} if directory.is_dir() else set())
+    return set.intersection(*steps)
+
+  proc = subprocess.Popen(command(killed), cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+  deadline = time.time() + 300
+  while not saved_steps() and proc.poll() is None and time.time() < deadline:
+    time.sleep(0.02)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  inside = saved_steps()
+  assert inside and max(inside) < steps_per_task, f"no checkpoint inside the first task before the kill: {inside}"
+  run_to_end(killed)
+  assert results(killed) == results(tmp_path / "uninterrupted")

@@ -224,7 +224,7 @@ def test_file_formats(tmp_path, monkeypatch):
   pth = tmp_path / "w.pth"
   pth.write_bytes(b"")
   monkeypatch.setitem(sys.modules, "torch", None)
-  with pytest.raises(UserError, match="needs PyTorch.*convert_torchvision.py"):
+  with pytest.raises(UserError, match="needs PyTorch.*-m experiments.convert_torchvision"):
     pretrained.read_state_dict(str(pth))
 
 

@@ -9,6 +9,6 @@ This package imports no JAX: the declarations are read when a config is loaded a
 """
 
 from pah_jax.methods.registry import BUILTIN  # noqa: F401 (the package API)
-from pah_jax.methods.registry import build  # noqa: F401 (the package API)
 from pah_jax.methods.registry import Declaration  # noqa: F401 (the package API)
+from pah_jax.methods.registry import build  # noqa: F401 (the package API)
 from pah_jax.methods.registry import declaration  # noqa: F401 (the package API)

@@ -54,7 +54,7 @@ class Method:
     around each task (jitted by the loop; `images_u8` are the task's padded training arrays,
     the first `num_valid` real). Like `step` they close over nothing that differs between
     runs of one config (seed, data): what a run needs lives in its state, so runs of several
-    seeds at once (`pah_jax.parallel_seeds`) share one compile of each.
+    seeds at once (`train.train_seeds`) share one compile of each.
   """
 
   name: str

@@ -29,7 +29,8 @@ def init(setup: base.Setup, key: jax.Array):
 
 
 def features(setup: base.Setup, params, batch_stats, images, *, batch_statistics: bool):
-  return networks.backbone_features(setup.nets, params["backbone"], batch_stats, images, batch_statistics=batch_statistics)
+  return networks.backbone_features(setup.nets, params["backbone"], batch_stats, images,
+                                    batch_statistics=batch_statistics)
 
 
 def all_logits(heads, feats: jax.Array) -> jax.Array:

@@ -34,7 +34,7 @@ def add_task(memory: dict, key, images_u8, labels, num_valid, task_id, num_tasks
   images = jax.lax.dynamic_update_slice_in_dim(memory["images"], images_u8[chosen], start, axis=0)
   glob = task_id * num_classes + labels[chosen].astype(jnp.int32)
   stored = jax.lax.dynamic_update_slice_in_dim(memory["labels"], glob, start, axis=0)
-  return {**memory, "images": images, "labels": stored, "count": (task_id + 1) * per_task}
+  return {**memory, "images": images, "labels": stored, "count": jnp.asarray((task_id + 1) * per_task, jnp.int32)}
 
 
 def reservoir_add(memory: dict, key, images_u8, labels, logits) -> dict:

@@ -5,7 +5,8 @@ During a task every step adds -g_i * delta_theta_i to the path integral omega_i,
 gradient of the task loss alone (the penalty's own gradient is removed, as in the authors'
 code). After task k: Omega += omega / ((theta_end - theta_start)^2 + xi), omega <- 0,
 theta* <- theta_end. A parameter that never moves (a frozen old head) accumulates nothing.
-Zenke et al. used c = 0.1 and xi = 0.1 on split CIFAR. Config: section `si` (strength = c, damping = xi), optim.lr_heads.
+Zenke et al. used c = 0.1 and xi = 0.1 on split CIFAR. Config: section `si` (strength = c,
+damping = xi), optim.lr_heads.
 """
 
 import ml_collections
