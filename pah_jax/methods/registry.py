@@ -9,7 +9,7 @@ A method is one Python module holding two things:
                               optimiser, step, evaluation logits, work around each task.
 
 `method` in a config is a built-in name (`BUILTIN`, modules `pah_jax.methods.<name>`) or the
-import path of any module on sys.path (e.g. `custom_method.mas`): both are read the same way.
+import path of any module on sys.path (e.g. `my_project.my_method`): both are read the same way.
 Declarations are read when a config is loaded and checked, before JAX starts, so a method
 module imports JAX inside `build` and the functions it calls, not at its top level. This
 module imports neither JAX nor any method's code until `build` is called.
