@@ -22,7 +22,7 @@ steady-state step time). PyTorch is timed with each of `--torch-threads` and com
 fastest. --breakdown times the phases of the library's PAH step (`Method.phases`) apart, with
 XLA's FLOP counts. JAX rows run on pah_jax's data mesh over all devices (the batch split,
 state replicated), as training does. `--config KEY=VALUE` overrides are parsed as the command
-line's `--config.KEY=VALUE` (experiments/overrides.py).
+line's `--config.KEY=VALUE` (pah_jax/overrides.py).
 
 With --sequence it also times a whole K-task PAH sequence (pah_jax.train.train_and_evaluate,
 official preset) on synthetic CIFAR-shaped data (or real CIFAR-100 with --cifar-data-dir).
@@ -43,7 +43,7 @@ import time
 import numpy as np
 
 from experiments import device_profile
-from experiments import overrides
+from pah_jax import overrides
 from pah_jax.errors import UserError
 
 # Dense bf16 tensor-core peaks (FLOP/s, vendor data sheets) of the GPUs this benchmark is meant

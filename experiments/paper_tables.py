@@ -19,7 +19,7 @@ Every run calls `pah_jax.train.train_and_evaluate` in this process with its own 
 <workdir>/<config name>/<setting>/seed_<n>, so a rerun resumes unfinished runs and only
 re-reads finished ones; table1 and ablation given the same --workdir share the base config's
 runs. `--override key=value` changes the base config of every run, parsed as the command
-line's `--config.key=value` is (experiments/overrides.py). The tables are rewritten after
+line's `--config.key=value` is (pah_jax/overrides.py). The tables are rewritten after
 every run, so a long sweep shows its progress. Programs compiled by one run are reused by the
 next through JAX's persistent compilation cache in <workdir>/jax_cache (--compile-cache none
 turns that off).
@@ -39,10 +39,10 @@ from typing import Any
 
 import ml_collections
 
-from experiments import overrides as overrides_lib
 from experiments import paper_values
 from pah_jax import config_check
 from pah_jax import metrics
+from pah_jax import overrides as overrides_lib
 from pah_jax import reporting
 from pah_jax.errors import Stopped
 from pah_jax.errors import UserError

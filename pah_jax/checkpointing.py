@@ -249,10 +249,11 @@ def _lock_is_live(path: str) -> bool:
 
 
 class StopRequests:
-  """Turns SIGINT/SIGTERM into a request the training loop honours at the next chunk end,
-  after writing a checkpoint. A second signal stops at once."""
+  """Turns SIGINT/SIGTERM, and SIGUSR2 (the signal a SLURM job asks for before its time limit
+  or on preemption: `sbatch --signal=USR2@120`, as submitit does), into a request the training
+  loop honours at the next chunk end, after writing a checkpoint. A second signal stops at once."""
 
-  SIGNALS = (signal.SIGINT, signal.SIGTERM)
+  SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR2)
 
   def __init__(self):
     self.signum = None
@@ -263,8 +264,13 @@ class StopRequests:
     return self.signum is not None
 
   def _handle(self, signum, frame):
-    if self.signum is not None:  # second signal: give up waiting
-      self._previous.get(signum, signal.default_int_handler)(signum, frame)
+    if self.signum is not None:  # second signal: give up waiting, as the signal would have
+      previous = self._previous.get(signum, signal.SIG_DFL)
+      if callable(previous):
+        previous(signum, frame)
+      else:  # the default action (terminate) or ignore
+        signal.signal(signum, previous)
+        os.kill(os.getpid(), signum)
       return
     self.signum = signum
     print(f"\n{signal.Signals(signum).name}: saving a checkpoint, then stopping (send again to stop now)", flush=True)

@@ -12,6 +12,7 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from pah_jax import cli
 from pah_jax import config_check
 from pah_jax.errors import Stopped
 from pah_jax.errors import UserError
@@ -20,16 +21,6 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None,
                                 "Directory for checkpoints, metrics and results (default: runs/<config name>).")
-
-
-def _fail(message: str) -> None:
-  print(f"error: {message}", file=sys.stderr)
-  sys.exit(2)
-
-
-def _last_line(e: BaseException) -> str:
-  text = str(e).strip()
-  return text.splitlines()[-1].strip() if text else type(e).__name__
 
 
 def _train_parallel_seeds(config, workdir: str) -> None:
@@ -46,56 +37,19 @@ def _train_parallel_seeds(config, workdir: str) -> None:
       print(f"{name} over seeds {seeds}: {mean:.2f} +- {std:.2f}  ({', '.join(f'{v:.2f}' for v in values)})")
 
 
-def _config_path(argv: list[str]) -> str | None:
-  """The file named by --config=FILE[:ARG] (or --config FILE), if given."""
-  for i, arg in enumerate(argv[1:], start=1):
-    if arg.startswith("--config="):
-      return arg.split("=", 1)[1].split(":", 1)[0]
-    if arg == "--config" and i + 1 < len(argv):
-      return argv[i + 1].split(":", 1)[0]
-  return None
-
-
-def _let_config_imports_resolve(path: str) -> None:
-  """Configs build on each other by import (`from configs import default`). When the config
-  lies in a package folder (one with `__init__.py`, like the checkout's `configs/`), the
-  folder above it goes on sys.path, so the config loads from any working directory and with
-  an installed (not editable) pah_jax."""
-  folder = os.path.dirname(os.path.abspath(path))
-  if os.path.isfile(os.path.join(folder, "__init__.py")):
-    root = os.path.dirname(folder)
-    if root not in sys.path:
-      sys.path.insert(0, root)
-
-
 def default_workdir(config_path: str) -> str:
   """runs/<config file name without .py>, under the current directory."""
   return os.path.join("runs", os.path.splitext(os.path.basename(config_path))[0])
 
 
 def main(argv: list[str]) -> None:
-  config_path = _config_path(argv)
-  if config_path is not None:
-    if not os.path.isfile(config_path):
-      _fail(f"config file {config_path} not found: pass e.g. --config=configs/fashion_mnist.py")
-    _let_config_imports_resolve(config_path)
-  try:
-    flags.FLAGS(argv)
-  except flags.Error as e:  # unknown flag or config key, unparsable value
-    _fail(f"{_last_line(e)} (configs/default.py lists every config key)")
-  except Exception as e:  # pylint: disable=broad-except
-    # A config file that fails to load arrives wrapped: report the innermost cause.
-    while e.__cause__ is not None:
-      e = e.__cause__
-    if isinstance(e, (KeyError, AttributeError)) and e.args:  # --config.<unknown key>=...
-      _fail(f"config has no key {str(e.args[0]).strip(chr(39) + chr(34))}: configs/default.py lists every key")
-    _fail(f"cannot load the config: {type(e).__name__}: {_last_line(e)}")
+  cli.parse_flags(argv)
   config = _CONFIG.value
   if config is None:
-    _fail("--config is required, e.g. --config=configs/fashion_mnist.py")
+    cli.fail("--config is required, e.g. --config=configs/fashion_mnist.py")
   workdir = _WORKDIR.value
   if not workdir:
-    workdir = default_workdir(config_path)
+    workdir = default_workdir(cli.config_path(argv))
     print(f"workdir: {workdir} (no --workdir given)", flush=True)
   logging.set_verbosity(logging.WARNING)
   try:
@@ -108,7 +62,7 @@ def main(argv: list[str]) -> None:
     else:
       train.train_and_evaluate(config, workdir)
   except UserError as e:
-    _fail(str(e))
+    cli.fail(str(e))
   except Stopped as e:
     print(str(e), file=sys.stderr)
     sys.exit(128 + e.signum)
