@@ -1,19 +1,27 @@
 """PAH against the baselines in one framework: methods x seeds on one config, as one table.
 
   python -m experiments.baselines --config configs/fashion_mnist.py --seeds 0 1 2 \\
-      --lr-grid 1e-4 3e-4 1e-3 --workdir runs/baselines_fmnist
+      --lr-grid 1e-4 3e-4 1e-3 --workdir runs/baselines_fmnist [--executor local --max-parallel 2]
 
 Every method (default: all of pah_jax.methods) trains with the same backbone, data, schedule
 and metrics. With --lr-grid each method first runs once per backbone learning rate
 (optim.lr_backbone; heads, hypernetwork and prototypes keep theirs) on --tune-seed, a seed
 that is not in the table, and the table then uses the rate with the best average accuracy
 (ties: lower forgetting). Writes <workdir>/baselines.md (AA and FM mean ± std, wall time) and
-baselines.json (every accuracy matrix), and with a grid lr_grid.md / lr_grid.json. Runs live
-in <workdir>/<method>/lr_<rate>/seed_<n>, so a rerun resumes unfinished runs and re-reads
-finished ones.
+baselines.json (every accuracy matrix), and with a grid lr_grid.md / lr_grid.json.
+
+Each (method, rate) is a sweep (`pah_jax.sweep`, as experiments/paper_tables.py's rows are):
+the config with `method` set and the rate as a one-point grid, in <workdir>/<method>/lr_<rate>;
+its runs are <workdir>/<method>/lr_<rate>/optim.lr_backbone=<rate>/seed_<n> (the grid's seed and
+the table's seeds side by side). So a rerun resumes unfinished runs and re-reads finished ones.
+The runs go to `--executor` (inline, local with --max-parallel, submitit-local, slurm) as in
+experiments/paper_tables.py. With --executor slurm the command queues the grid's jobs and
+returns; rerun the same command once they have finished and it picks each method's rate and
+queues the table's jobs; once those have finished, the same command again writes the table.
 """
 
 import argparse
+import copy
 import os
 import shlex
 import sys
@@ -21,7 +29,6 @@ import time
 
 from experiments import paper_tables as pt
 from pah_jax import methods
-from pah_jax.errors import Stopped
 from pah_jax.errors import UserError
 
 
@@ -30,15 +37,14 @@ def _rate(lr: float) -> str:
 
 
 def make_row(base, method: str, lr, seeds, workdir: str) -> pt.Row:
-  config = pt.copy.deepcopy(base)
+  """`method` at backbone rate `lr` (None: the config's) for `seeds`."""
+  config = copy.deepcopy(base)
   config.method = method
-  if lr is not None:
-    config.optim.lr_backbone = lr
-  rate = _rate(config.optim.lr_backbone)
-  name = methods.declaration(method).describe(config)
-  return pt.Row(config=config, directory=os.path.join(workdir, method, f"lr_{rate}"), seeds=tuple(seeds),
-                info={"label": f"{method} lr {rate}", "method": method, "description": name,
-                      "lr_backbone": config.optim.lr_backbone})
+  lr = config.optim.lr_backbone if lr is None else lr
+  row = pt.make_row(config, os.path.join(workdir, method, f"lr_{_rate(lr)}"), (("optim.lr_backbone", lr),), seeds,
+                    {"label": f"{method} lr {_rate(lr)}", "method": method, "lr_backbone": lr})
+  row.info["description"] = methods.declaration(method).describe(row.config)
+  return row
 
 
 def best_rate(rows: list) -> pt.Row:
@@ -111,6 +117,7 @@ def main(argv=None) -> int:
                       help="config changes for every run, e.g. train.epochs=1")
   parser.add_argument("--compile-cache", default=None,
                       help="JAX persistent compilation cache (default: <workdir>/jax_cache; none: off)")
+  pt.add_executor_flags(parser)
   args = parser.parse_args(argv)
   if len(set(args.methods)) != len(args.methods):
     print(f"error: --methods must be distinct (got {' '.join(args.methods)})", file=sys.stderr)
@@ -127,36 +134,35 @@ def main(argv=None) -> int:
   if any(lr <= 0 for lr in args.lr_grid):
     print("error: --lr-grid rates must be > 0", file=sys.stderr)
     return 2
-  command = " ".join(["python -m experiments.baselines"] + [shlex.quote(a) for a in argv])
-  cache = args.compile_cache if args.compile_cache is not None else os.path.join(args.workdir, "jax_cache")
-  started = time.time()
-  try:
-    with pt.compile_cache(cache):
-      base = pt.load_config(args.config)
-      applied = pt.apply_overrides(base, args.override)
-      label = pt.benchmark_label(base)
-      chosen = {m: None for m in args.methods}
-      if args.lr_grid:
-        grid = {m: [make_row(base, m, lr, [args.tune_seed], args.workdir) for lr in args.lr_grid]
-                for m in args.methods}
-        write_grid = lambda: pt._write(args.workdir, "lr_grid", grid_markdown(grid, command, args.tune_seed),
-                                       {m: [pt.row_json(r) for r in rows] for m, rows in grid.items()})
-        pt.execute([row for rows in grid.values() for row in rows], write_grid)
-        chosen = {m: best_rate(rows).info["lr_backbone"] for m, rows in grid.items()}
-      rows = [make_row(base, m, chosen[m], args.seeds, args.workdir) for m in args.methods]
-      table_started = time.time()
-      write = lambda: pt._write(args.workdir, "baselines",
-                                table_markdown(rows, command, args.seeds, applied, label, time.time() - table_started),
-                                {"command": command, "rows": [pt.row_json(r) for r in rows]})
-      pt.execute(rows, write)
-  except UserError as e:
-    print(f"error: {e}", file=sys.stderr)
+  if args.max_parallel < 0:
+    print("error: --max-parallel must be >= 0", file=sys.stderr)
     return 2
-  except Stopped as e:
-    print(str(e), file=sys.stderr)
-    return 128 + e.signum
+  command = " ".join(["python -m experiments.baselines"] + [shlex.quote(a) for a in argv])
+  return pt.run_guarded(args, lambda: tables(args, command))
+
+
+def tables(args, command: str) -> int:
+  """The grid (with --lr-grid), then the table at each method's best rate."""
+  started = time.time()
+  base, applied = pt.base_config(args.config, args, args.override)
+  label = pt.benchmark_label(base)
+  chosen = {m: None for m in args.methods}
+  if args.lr_grid:
+    grid = {m: [make_row(base, m, lr, [args.tune_seed], args.workdir) for lr in args.lr_grid] for m in args.methods}
+    write_grid = lambda: pt._write(args.workdir, "lr_grid", grid_markdown(grid, command, args.tune_seed),
+                                   {m: [pt.row_json(r) for r in rows] for m, rows in grid.items()})
+    if not pt.execute([row for rows in grid.values() for row in rows], write_grid, args,
+                      then="pick each method's rate and run the table"):
+      return pt.exit_code(False, args)
+    chosen = {m: best_rate(rows).info["lr_backbone"] for m, rows in grid.items()}
+  rows = [make_row(base, m, chosen[m], args.seeds, args.workdir) for m in args.methods]
+  table_started = time.time()
+  write = lambda: pt._write(args.workdir, "baselines",
+                            table_markdown(rows, command, args.seeds, applied, label, time.time() - table_started),
+                            {"command": command, "rows": [pt.row_json(r) for r in rows]})
+  finished = pt.execute(rows, write, args)
   print(f"tables in {args.workdir} ({pt.fmt_seconds(time.time() - started)})")
-  return 0
+  return pt.exit_code(finished, args)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,8 @@
 
   python -m experiments.paper_tables table1 --seeds 0 1 2 --workdir runs/paper
   python -m experiments.paper_tables ablation --config configs/cifar.py --seeds 0 1 2 --workdir runs/paper
+  python -m experiments.paper_tables table1 --seeds 0 1 2 --workdir runs/paper \\
+      --executor slurm --slurm-partition gpu --max-parallel 8    # queues the jobs; rerun when they are done
 
 Offline, on a CPU (Split-FashionMNIST; the paper's columns stay Split-CIFAR100's):
 
@@ -15,19 +17,32 @@ prototype size 5/10/16/20, semantic versus random prototype init, lambda_sm 0.1/
 lambda_sp 0/0.5/1.0 (`--only prototype_size=5,10 lambda_sp=0,1` runs a part, or any other
 `key=v1,v2` sweep), and writes ablation.md and ablation.json.
 
-Every run calls `pah_jax.train.train_and_evaluate` in this process with its own workdir,
-<workdir>/<config name>/<setting>/seed_<n>, so a rerun resumes unfinished runs and only
-re-reads finished ones; table1 and ablation given the same --workdir share the base config's
-runs. `--override key=value` changes the base config of every run, parsed as the command
-line's `--config.key=value` is (pah_jax/overrides.py). The tables are rewritten after
-every run, so a long sweep shows its progress. Programs compiled by one run are reused by the
-next through JAX's persistent compilation cache in <workdir>/jax_cache (--compile-cache none
-turns that off).
+Every table row is a sweep (`pah_jax.sweep`) in its own directory: the base config (the config
+file with every `--override`, parsed as the command line's `--config.key=value`), the row's
+change of it as a one-point grid, and the seeds. A config unchanged (table1's rows, the
+ablation's base rows) is the sweep <workdir>/<config name>, runs <workdir>/<config name>/base/
+seed_<n>; an ablation setting is <workdir>/<config name>/<setting>, runs <...>/<setting>/
+<key>=<value>/seed_<n>. So a rerun resumes unfinished runs and only re-reads finished ones,
+table1 and ablation given the same --workdir share the base config's runs, a directory made
+under another config is refused, and `python -m pah_jax.sweep --workdir=<row directory>
+--status` shows one row's runs.
+
+The missing runs of all rows go to one executor, `--executor` as in pah_jax.sweep: inline (the
+default: one after another in this process), local (--max-parallel processes at once, one per
+GPU when there are GPUs), submitit-local, or slurm (a job array, --slurm-* flags; logs under
+<workdir>/logs/submitit). --parallel-seeds makes each row's seeds one job that trains them as
+one program. The tables are rewritten after every job, so a long sweep shows its progress. With
+--executor slurm the command queues the jobs, writes the tables with what has finished, and
+returns; rerun the same command once the jobs have finished (runs still queued would be
+submitted again) and it writes the complete tables, submitting again only runs that have no
+results (failed or cancelled jobs).
+Programs compiled by one run are reused by the others through JAX's persistent compilation
+cache in <workdir>/jax_cache (every run's train.compilation_cache; --compile-cache none turns
+that off).
 """
 
 import argparse
 import contextlib
-import copy
 import dataclasses
 import datetime
 import importlib.util
@@ -44,6 +59,7 @@ from pah_jax import config_check
 from pah_jax import metrics
 from pah_jax import overrides as overrides_lib
 from pah_jax import reporting
+from pah_jax import sweep as sweep_lib
 from pah_jax.errors import Stopped
 from pah_jax.errors import UserError
 
@@ -81,15 +97,6 @@ def get_key(config, key: str):
   return node
 
 
-def set_key(config, key: str, value) -> None:
-  *parents, last = key.split(".")
-  get_key(config, key)  # refuses unknown keys
-  node = config
-  for part in parents:
-    node = node[part]
-  node[last] = value
-
-
 def apply_overrides(config, overrides) -> list[tuple[str, Any]]:
   """Applies `--override` items (`key=value`, parsed as the command line's `--config.key=value`)
   in order; returns the parsed (key, value) pairs. The seeds are --seeds, not an override."""
@@ -112,102 +119,139 @@ def _config_name(path: str) -> str:
   return os.path.splitext(os.path.basename(path))[0]
 
 
+def compile_cache_dir(args) -> str:
+  """--compile-cache as train.compilation_cache: default <workdir>/jax_cache, "" when none."""
+  cache = args.compile_cache if args.compile_cache is not None else os.path.join(args.workdir, "jax_cache")
+  return "" if cache == "none" else os.path.abspath(cache)
+
+
+def base_config(path: str, args, overrides) -> tuple[ml_collections.ConfigDict, list]:
+  """The config file with --compile-cache and then the overrides; returns it and the overrides
+  parsed."""
+  config = load_config(path)
+  config.train.compilation_cache = compile_cache_dir(args)
+  return config, apply_overrides(config, overrides)
+
+
 # --------------------------------------------------------------------------- runs
 
 
 @dataclasses.dataclass
 class Row:
-  """One table row: a config, run once per seed; results fill in as runs finish."""
+  """One table row: a sweep of one point (the table's base config, the row's overrides as its
+  grid) in its own directory, for the table's seeds; results fill in from the runs' files."""
 
-  config: ml_collections.ConfigDict
-  directory: str  # runs go to <directory>/seed_<n>
+  sweep: sweep_lib.Sweep  # the sweep as recorded in its directory once the row runs
   seeds: tuple[int, ...]
   info: dict  # what the row shows besides the measured numbers
   run: bool = True  # False: listed for the paper's value only (ablation --only)
   results: dict = dataclasses.field(default_factory=dict)  # seed -> results.json
 
+  @property
+  def directory(self) -> str:
+    return self.sweep.directory
+
+  @property
+  def point(self) -> sweep_lib.Point:
+    return self.sweep.points[0]
+
+  @property
+  def config(self) -> ml_collections.ConfigDict:
+    """The config of the row's runs (with the first seed)."""
+    return self.sweep.run_config(self.point, self.seeds[0])
+
   def workdir(self, seed: int) -> str:
-    return os.path.join(self.directory, f"seed_{seed}")
-
-  def seed_config(self, seed: int) -> ml_collections.ConfigDict:
-    config = copy.deepcopy(self.config)
-    config.seed = seed
-    return config
+    return self.sweep.workdir(self.point, seed)
 
 
-def execute(rows: list[Row], write, parallel: bool = False) -> None:
-  """Trains every (row, seed) in order; `write()` after each run rewrites the tables.
+def make_row(config, directory: str, overrides, seeds, info: dict, run: bool = True) -> Row:
+  """The row that runs `config` changed by `overrides` ((key, value), ...) in `directory`."""
+  grid = tuple((key, (value,)) for key, value in overrides)
+  sweep = sweep_lib.Sweep(os.path.abspath(directory), reporting.jsonable(config), grid, tuple(seeds))
+  return Row(sweep, tuple(seeds), info, run)
 
-  Rows that share a directory (the base config in several ablation groups) share runs.
-  parallel: a row's unfinished seeds train together as one program (train.train_seeds).
+
+def execute(rows: list[Row], write, args, then: str = "write the complete tables") -> bool:
+  """Runs what the rows that run miss on --executor, reading every row's results before, after
+  each job and at the end, and calling `write()` (the tables) each time.
+
+  Each row that runs opens its sweep (writes <directory>/sweep.json, or checks it: another config
+  is refused); its seeds with neither results.json nor a live run are its jobs (one job with
+  --parallel-seeds). Rows that share a directory share runs; a row left out (ablation --only)
+  shows the runs an earlier invocation finished under the same config. Returns whether every run
+  of the rows that run has finished; if not, says why (queued on SLURM: rerun to `then`).
   """
-  from pah_jax import train  # pylint: disable=g-import-not-at-top  (JAX only when training)
-
-  for row in rows:  # every config checked before hours of training start
+  for row in rows:  # every config checked before anything is written or trained
     if row.run:
       config_check.validate(row.config)
-    else:
-      collect_finished(row)
-  write()
-  todo = list(dict.fromkeys((row.directory, s) for row in rows if row.run for s in row.seeds))
-  by_key = {(row.directory, s): row for row in rows if row.run for s in row.seeds}
-  if parallel:
-    _execute_parallel(rows, todo, by_key, write)
-    return
-  for i, key in enumerate(todo, start=1):
-    row, seed = by_key[key], key[1]
-    workdir = row.workdir(seed)
-    finished = os.path.exists(os.path.join(workdir, "results.json"))
-    print(f"[{i}/{len(todo)}] {row.info['label']} seed {seed}: {workdir}"
-          + (" (finished: re-reading)" if finished else ""), flush=True)
-    try:
-      results = train.train_and_evaluate(row.seed_config(seed), workdir)
-    except UserError as e:
-      raise UserError(f"{workdir}: {e}") from None
-    _record(rows, key, results)
+  opened = {}
+  for row in rows:
+    if row.run:
+      if row.directory not in opened:
+        opened[row.directory] = sweep_lib.open_sweep(dataclasses.replace(row.sweep,
+                                                                         parallel_seeds=args.parallel_seeds))
+      row.sweep = opened[row.directory]
+
+  def refresh():
+    for row in rows:
+      collect(row)
     write()
 
-
-def _record(rows: list[Row], key, results: dict) -> None:
-  for other in rows:
-    if other.run and (other.directory, key[1]) == key:
-      other.results[key[1]] = results
-
-
-def _execute_parallel(rows, todo, by_key, write) -> None:
-  """`execute` with each directory's unfinished seeds trained in one vmapped program."""
-  from pah_jax import train  # pylint: disable=g-import-not-at-top
-
-  directories = list(dict.fromkeys(d for d, _ in todo))
-  for i, directory in enumerate(directories, start=1):
-    row = by_key[next(k for k in todo if k[0] == directory)]
-    seeds = [s for d, s in todo if d == directory]
-    finished = [s for s in seeds if os.path.exists(os.path.join(row.workdir(s), "results.json"))]
-    rest = [s for s in seeds if s not in finished]
-    print(f"[{i}/{len(directories)}] {row.info['label']} seeds {seeds} in parallel: {directory}"
-          + (f" (finished: {finished}, re-reading)" if finished else ""), flush=True)
-    try:
-      results = {s: train.train_and_evaluate(row.seed_config(s), row.workdir(s)) for s in finished}
-      if rest:
-        results.update(zip(rest, train.train_seeds(row.config, rest, [row.workdir(s) for s in rest])))
-    except UserError as e:
-      raise UserError(f"{directory}: {e}") from None
-    for s, r in results.items():
-      _record(rows, (directory, s), r)
-    write()
+  refresh()
+  jobs = plan(rows, args.parallel_seeds)
+  if jobs:
+    slurm = sweep_lib.SlurmSettings(partition=args.slurm_partition, time_min=args.slurm_time,
+                                    gpus_per_job=args.slurm_gpus_per_job, mem_gb=args.slurm_mem)
+    sweep_lib.run_jobs(None, jobs, args.executor, args.max_parallel, slurm, os.path.abspath(args.workdir), refresh)
+    refresh()
+  missing = {row.workdir(s): (row, s) for row in rows if row.run for s in row.seeds if s not in row.results}
+  if missing and args.executor == "slurm":
+    print(f"{len(missing)} run(s) queued or running: rerun this same command once they have finished to {then}",
+          flush=True)
+  else:
+    for workdir, (row, seed) in missing.items():
+      status = sweep_lib.run_status(row.sweep, row.point, seed)
+      detail = status["error"].removeprefix("error: ") if "error" in status else f"not finished ({status['status']})"
+      print(f"error: {workdir}: {detail}", file=sys.stderr, flush=True)
+  return not missing
 
 
-def collect_finished(row: Row) -> None:
-  """Results of a row left out of this invocation that an earlier one finished, same config."""
+def plan(rows: list[Row], parallel: bool) -> list[tuple]:
+  """The (sweep, point, seeds) jobs of the rows that run: per directory, its seeds with neither
+  results nor a live run (another process or job training it), each alone or all as one job."""
+  jobs, seen = [], set()
+  for row in rows:
+    if not row.run or row.directory in seen:
+      continue
+    seen.add(row.directory)
+    state = {s: sweep_lib.run_status(row.sweep, row.point, s)["status"] for s in row.seeds}
+    todo = [s for s in row.seeds if state[s] not in ("done", "running")]
+    finished = [s for s in row.seeds if state[s] == "done"]
+    running = [s for s in row.seeds if state[s] == "running"]
+    print(f"{row.info['label']}" + (f" seeds {todo}" + (" in parallel" if parallel else "") if todo else "")
+          + f": {row.directory}" + (f" (finished: {finished}, re-reading)" if finished else "")
+          + (f" (running elsewhere: {running})" if running else ""), flush=True)
+    jobs += [(row.sweep, row.point, tuple(todo))] if parallel and todo else [(row.sweep, row.point, (s,))
+                                                                             for s in todo]
+  return jobs
+
+
+def collect(row: Row) -> None:
+  """The row's finished runs (results.json), those written under the row's config only: a row
+  that runs refuses another config's (a directory used before it held a sweep), a row left
+  out skips them."""
   for seed in row.seeds:
     path = os.path.join(row.workdir(seed), "results.json")
-    if os.path.exists(path):
-      results = reporting.read_results(path)
-      try:
-        config_check.check_same_config(results["config"], row.seed_config(seed))
-      except UserError:
-        continue  # written under other overrides: not this row's number
-      row.results[seed] = results
+    if not os.path.isfile(path):
+      continue
+    results = reporting.read_results(path)
+    try:
+      config_check.check_same_config(results["config"], row.sweep.run_config(row.point, seed))
+    except UserError as e:
+      if row.run:
+        raise UserError(f"{os.path.dirname(path)}: {e}") from None
+      continue
+    row.results[seed] = results
 
 
 def run_record(seed: int, workdir: str, results: dict) -> dict:
@@ -310,13 +354,12 @@ def _command(argv) -> str:
 def table1_rows(args, overrides) -> tuple[list[Row], list]:
   rows, applied = [], []
   for path in args.config or TABLE1_CONFIGS:
-    config = load_config(path)
-    applied = apply_overrides(config, overrides)
+    config, applied = base_config(path, args, overrides)
     data = config.data.name
     paper = paper_values.PAH.get(data) if config.method == "pah" else None
     info = {"label": benchmark_label(config), "config": path, "data": data, "method": config.method,
             "paper": paper}
-    rows.append(Row(config, os.path.join(args.workdir, _config_name(path), "base"), tuple(args.seeds), info))
+    rows.append(make_row(config, os.path.join(args.workdir, _config_name(path)), (), args.seeds, info))
   return rows, applied
 
 
@@ -351,7 +394,7 @@ def table1_markdown(rows: list[Row], command: str, seeds, applied) -> str:
   return "\n".join(lines)
 
 
-def table1(args, argv) -> None:
+def table1(args, argv) -> int:
   rows, applied = table1_rows(args, args.override)
   command = _command(argv)
 
@@ -361,8 +404,9 @@ def table1(args, argv) -> None:
             "paper": {"pah": paper_values.PAH, "baselines": paper_values.BASELINES}}
     _write(args.workdir, "table1", table1_markdown(rows, command, args.seeds, applied), data)
 
-  execute(rows, write, parallel=args.parallel_seeds)
+  finished = execute(rows, write, args)
   print(f"wrote {os.path.join(args.workdir, 'table1.md')} and table1.json", flush=True)
+  return exit_code(finished, args)
 
 
 # --------------------------------------------------------------------------- ablation
@@ -391,8 +435,7 @@ def _setting(key: str, value) -> str:
 
 def ablation_rows(args, overrides) -> tuple[list[Row], list, str]:
   path = args.config[0] if args.config else ABLATION_CONFIG
-  base = load_config(path)
-  applied = apply_overrides(base, overrides)
+  base, applied = base_config(path, args, overrides)
   label = benchmark_label(base)
   only = parse_only(base, args.only)
   grid = [(name, key, values) for name, key, values in paper_values.ABLATIONS]
@@ -403,14 +446,14 @@ def ablation_rows(args, overrides) -> tuple[list[Row], list, str]:
     chosen = only.get(key, ()) if only else values
     for value in list(values) + [v for v in chosen if v not in values]:
       is_base = value == get_key(base, key)
-      config = copy.deepcopy(base)
-      set_key(config, key, value)
-      setting = "base" if is_base else f"{name}_{_setting(key, value)}"
+      directory = os.path.join(args.workdir, _config_name(path))  # the base config's sweep, table1's
+      if not is_base:
+        directory = os.path.join(directory, f"{name}_{_setting(key, value)}")
       info = {"label": f"{name} {_setting(key, value)}", "group": name, "key": key, "value": value,
               "is_base": is_base, "paper": paper_values.ABLATION_VALUES.get((key, value)),
               "paper_note": paper_values.ABLATION_NOTES.get((key, value), "")}
-      rows.append(Row(config, os.path.join(args.workdir, _config_name(path), setting), tuple(args.seeds),
-                      info, run=value in chosen))
+      rows.append(make_row(base, directory, () if is_base else ((key, value),), args.seeds, info,
+                           run=value in chosen))
   if any(row.run and row.info["is_base"] for row in rows):  # one base run fills every base row
     for row in rows:
       row.run = row.run or row.info["is_base"]
@@ -435,7 +478,7 @@ def ablation_markdown(rows: list[Row], title: str, command: str, seeds, applied)
   return "\n".join(lines)
 
 
-def ablation(args, argv) -> None:
+def ablation(args, argv) -> int:
   rows, applied, title = ablation_rows(args, args.override)
   command = _command(argv)
 
@@ -444,8 +487,9 @@ def ablation(args, argv) -> None:
             "overrides": reporting.jsonable(applied), "rows": [row_json(row) for row in rows]}
     _write(args.workdir, "ablation", ablation_markdown(rows, title, command, args.seeds, applied), data)
 
-  execute(rows, write, parallel=args.parallel_seeds)
+  finished = execute(rows, write, args)
   print(f"wrote {os.path.join(args.workdir, 'ablation.md')} and ablation.json", flush=True)
+  return exit_code(finished, args)
 
 
 # --------------------------------------------------------------------------- command line
@@ -453,25 +497,52 @@ def ablation(args, argv) -> None:
 
 @contextlib.contextmanager
 def compile_cache(directory: str):
-  """JAX's persistent compilation cache in `directory` while the runs go, unless one is set.
+  """JAX's persistent compilation cache in `directory` for the programs this process compiles
+  (`train.use_compilation_cache`), the process's settings restored after ("" or none: off).
 
   Runs that differ only in seed (or in values that are inputs, not constants, of the
   compiled programs) then compile once: on a 2-core CPU that saves ~20 s of a ~30 s toy run.
   """
+  if not directory or directory == "none":
+    yield
+    return
   import jax  # pylint: disable=g-import-not-at-top
   from jax.experimental.compilation_cache import compilation_cache  # pylint: disable=g-import-not-at-top
 
-  if not directory or directory == "none" or jax.config.jax_compilation_cache_dir:
-    yield
-    return
+  from pah_jax import train  # pylint: disable=g-import-not-at-top
+
+  previous = {k: getattr(jax.config, k) for k in ("jax_compilation_cache_dir",
+                                                  "jax_persistent_cache_min_compile_time_secs")}
   os.makedirs(directory, exist_ok=True)
   compilation_cache.reset_cache()  # takes the directory even if an earlier compile looked
-  jax.config.update("jax_compilation_cache_dir", directory)
+  train.use_compilation_cache(directory)
   try:
     yield
   finally:  # leave the process as found (the tests call main() in-process)
-    jax.config.update("jax_compilation_cache_dir", None)
+    for key, value in previous.items():
+      jax.config.update(key, value)
     compilation_cache.reset_cache()
+
+
+def add_executor_flags(parser: argparse.ArgumentParser) -> None:
+  """--executor, --max-parallel, --parallel-seeds and --slurm-*, as pah_jax.sweep has them."""
+  parser.add_argument("--executor", choices=sweep_lib.EXECUTORS, default="inline",
+                      help="where the runs execute (default: inline, in this process; local: --max-parallel "
+                           "processes; slurm: queue a job array and return, rerun to write the tables)")
+  parser.add_argument("--max-parallel", type=int, default=0,
+                      help="runs at once (local: default one per GPU, else 1; slurm: the array's parallelism)")
+  parser.add_argument("--parallel-seeds", action="store_true",
+                      help="train each row's seeds together as one vmapped program (same results per seed)")
+  parser.add_argument("--slurm-partition", default="", help="SLURM partition (slurm executor)")
+  parser.add_argument("--slurm-time", type=int, default=240,
+                      help="time limit of each job, minutes: a job that reaches it saves, is requeued and resumes")
+  parser.add_argument("--slurm-gpus-per-job", type=int, default=1, help="GPUs per job (slurm executor)")
+  parser.add_argument("--slurm-mem", type=int, default=0, help="memory per job, GB (0: the cluster's default)")
+
+
+def exit_code(finished: bool, args) -> int:
+  """0 when every run has finished or is queued on SLURM, 1 when a run failed (`execute` said which)."""
+  return 0 if finished or args.executor == "slurm" else 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -491,8 +562,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="config changes for every run, e.g. train.epochs=1 data.path=/data")
     p.add_argument("--compile-cache", default=None,
                    help="JAX persistent compilation cache (default: <workdir>/jax_cache; none: off)")
-    p.add_argument("--parallel-seeds", action="store_true",
-                   help="train each row's seeds together as one vmapped program (same results per seed)")
+    add_executor_flags(p)
     if name == "ablation":
       p.add_argument("--only", nargs="+", action="extend", default=[], metavar="GROUP=V1,V2",
                      help="run only these settings, e.g. prototype_size=5,10 lambda_sp=0,1 "
@@ -509,17 +579,27 @@ def main(argv=None) -> int:
   if len(set(args.seeds)) != len(args.seeds):
     print("error: --seeds has repeats", file=sys.stderr)
     return 2
-  cache = args.compile_cache if args.compile_cache is not None else os.path.join(args.workdir, "jax_cache")
+  if args.max_parallel < 0:
+    print("error: --max-parallel must be >= 0", file=sys.stderr)
+    return 2
+  return run_guarded(args, lambda: (table1 if args.command == "table1" else ablation)(args, argv))
+
+
+def run_guarded(args, run) -> int:
+  """run() (a table command) with this process's compilation cache when it trains in it; a
+  mistake is one error line and exit code 2, a stop request the signal's exit code."""
   try:
-    with compile_cache(cache):
-      (table1 if args.command == "table1" else ablation)(args, argv)
+    with compile_cache(compile_cache_dir(args) if args.executor == "inline" else ""):
+      return run()
   except UserError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
   except Stopped as e:  # SIGINT/SIGTERM: the run saved a checkpoint; rerunning resumes it
     print(str(e), file=sys.stderr)
     return 128 + e.signum
-  return 0
+  except KeyboardInterrupt:  # --executor local: every process saved and stopped
+    print("stopped: rerun the same command to continue", file=sys.stderr)
+    return 130
 
 
 if __name__ == "__main__":

@@ -40,16 +40,17 @@ def let_config_imports_resolve(path: str) -> None:
       sys.path.insert(0, root)
 
 
-def parse_flags(argv: list[str]) -> None:
-  """Parses argv into absl's flags (the config file included); a bad flag, config key or value,
-  or a config file that fails to load, ends with one error line."""
+def parse_flags(argv: list[str], flag_values: flags.FlagValues | None = None) -> None:
+  """Parses argv into absl's flags (the config file included), or into the entry point's own
+  `flag_values`; a bad flag, config key or value, or a config file that fails to load, ends
+  with one error line."""
   path = config_path(argv)
   if path is not None:
     if not os.path.isfile(path):
       fail(f"config file {path} not found: pass e.g. --config=configs/fashion_mnist.py")
     let_config_imports_resolve(path)
   try:
-    flags.FLAGS(argv)
+    (flags.FLAGS if flag_values is None else flag_values)(argv)
   except flags.Error as e:  # unknown flag or config key, unparsable value
     fail(f"{last_line(e)} (configs/default.py lists every config key)")
   except Exception as e:  # pylint: disable=broad-except

@@ -35,6 +35,10 @@ no process: rerun the sweep), failed (with its error line) or queued (nothing ye
 DIR/table.md and DIR/table.json (per point: mean ± std of AA and FM over the finished seeds;
 `runs`: one entry per run) are written from the runs' results.json files at the end of a sweep
 and on every --status.
+
+In code: `open_sweep` records a `Sweep` built in code (grid already parsed) as `create` does,
+and `run_jobs` runs (sweep, point, seeds) jobs of several sweeps on one executor, calling back
+after each job (the experiments' tables are sweeps run so).
 """
 
 import contextlib
@@ -62,24 +66,32 @@ from pah_jax.errors import UserError
 EXECUTORS = ("inline", "local", "submitit-local", "slurm")
 MANIFEST = "sweep.json"
 
+# Its own flag set, not absl's global one, which pah_jax.main defines --config and --workdir in:
+# a process may import both (the experiments' tables use this module as a library).
+_FLAGS = flags.FlagValues()
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file of every run, e.g. configs/fashion_mnist.py.",
-                                          lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "The sweep's directory: one workdir per run below it.")
-_SEEDS = flags.DEFINE_list("seeds", None, "Seeds of every grid point, e.g. 0,1,2 (default: the config's seed).")
+                                          flag_values=_FLAGS, lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "The sweep's directory: one workdir per run below it.",
+                               flag_values=_FLAGS)
+_SEEDS = flags.DEFINE_list("seeds", None, "Seeds of every grid point, e.g. 0,1,2 (default: the config's seed).",
+                           flag_values=_FLAGS)
 _GRID = flags.DEFINE_multi_string("grid", [], "KEY=V1,V2,...: values of one config key (repeatable: the "
-                                  "cartesian product). Values are parsed as --config.KEY=VALUE.")
-_EXECUTOR = flags.DEFINE_enum("executor", "inline", EXECUTORS, "Where the runs execute.")
+                                  "cartesian product). Values are parsed as --config.KEY=VALUE.", flag_values=_FLAGS)
+_EXECUTOR = flags.DEFINE_enum("executor", "inline", EXECUTORS, "Where the runs execute.", flag_values=_FLAGS)
 _MAX_PARALLEL = flags.DEFINE_integer("max-parallel", 0, "Runs at once (local: default one per GPU, else 1; "
-                                     "slurm: the job array's parallelism, default unlimited).")
+                                     "slurm: the job array's parallelism, default unlimited).", flag_values=_FLAGS)
 _PARALLEL_SEEDS = flags.DEFINE_bool("parallel-seeds", False, "Each grid point's seeds as one job that trains "
-                                    "them as one program (train.train_seeds).")
-_STATUS = flags.DEFINE_bool("status", False, "Print every run's state and write the tables; run nothing.")
-_SLURM_PARTITION = flags.DEFINE_string("slurm-partition", "", "SLURM partition (slurm executor).")
+                                    "them as one program (train.train_seeds).", flag_values=_FLAGS)
+_STATUS = flags.DEFINE_bool("status", False, "Print every run's state and write the tables; run nothing.",
+                            flag_values=_FLAGS)
+_SLURM_PARTITION = flags.DEFINE_string("slurm-partition", "", "SLURM partition (slurm executor).", flag_values=_FLAGS)
 _SLURM_TIME = flags.DEFINE_integer("slurm-time", 240, "Time limit of each job, minutes (slurm executor). A job "
-                                   "that reaches it saves, is requeued and resumes.")
-_SLURM_GPUS = flags.DEFINE_integer("slurm-gpus-per-job", 1, "GPUs per job (slurm executor).")
-_SLURM_MEM = flags.DEFINE_integer("slurm-mem", 0, "Memory per job, GB (slurm executor; 0 = the cluster's default).")
-_JOB = flags.DEFINE_string("job", None, "Internal (local executor): run the job POINT:SEED[,SEED] of --workdir.")
+                                   "that reaches it saves, is requeued and resumes.", flag_values=_FLAGS)
+_SLURM_GPUS = flags.DEFINE_integer("slurm-gpus-per-job", 1, "GPUs per job (slurm executor).", flag_values=_FLAGS)
+_SLURM_MEM = flags.DEFINE_integer("slurm-mem", 0, "Memory per job, GB (slurm executor; 0 = the cluster's default).",
+                                  flag_values=_FLAGS)
+_JOB = flags.DEFINE_string("job", None, "Internal (local executor): run the job POINT:SEED[,SEED] of --workdir.",
+                           flag_values=_FLAGS)
 
 
 # --------------------------------------------------------------------------- the sweep's runs
@@ -193,24 +205,33 @@ def create(config, directory: str, grid_items, seeds, parallel_seeds: bool) -> S
 
   grid = parse_grid(config, grid_items)
   seeds = tuple(int(s) for s in seeds) if seeds else (config.seed,)
-  if len(set(seeds)) != len(seeds) or min(seeds) < 0:
+  return open_sweep(Sweep(os.path.abspath(directory), reporting.jsonable(config), grid, seeds, parallel_seeds))
+
+
+def open_sweep(sweep: Sweep) -> Sweep:
+  """`create` for a sweep built in code (its grid already parsed): checks every run's config,
+  then writes DIR/sweep.json or checks the sweep against the one there (another config or grid
+  is refused; new seeds join). Returns the sweep as recorded: the recorded config, every seed."""
+  import ml_collections  # pylint: disable=g-import-not-at-top
+
+  seeds, directory = tuple(sweep.seeds), sweep.directory
+  if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
     raise UserError(f"--seeds must be distinct non-negative integers (got {','.join(map(str, seeds))})")
-  sweep = Sweep(os.path.abspath(directory), reporting.jsonable(config), grid, seeds, parallel_seeds)
   for point in sweep.points:  # every run's config must be valid before anything starts
     config_check.validate(sweep.run_config(point, seeds[0]))
-  path = os.path.join(sweep.directory, MANIFEST)
+  path = os.path.join(directory, MANIFEST)
   if os.path.isfile(path):
-    old = Sweep.read(sweep.directory)
+    old = Sweep.read(directory)
     if old.grid != sweep.grid:
       raise UserError(f"sweep directory {directory} was made for another grid ({_grid_text(old.grid)}): "
                       "use the same --grid or a new --workdir")
     try:
-      config_check.check_same_config(old.config, config)
+      config_check.check_same_config(old.config, ml_collections.ConfigDict(sweep.config))
     except UserError as e:
       raise UserError(f"sweep directory {directory}: {e}") from None
     sweep = dataclasses.replace(sweep, config=old.config, seeds=old.seeds + tuple(s for s in seeds if s not in
                                                                                   old.seeds))
-  os.makedirs(sweep.directory, exist_ok=True)
+  os.makedirs(directory, exist_ok=True)
   _write_json(path, sweep.manifest())
   return sweep
 
@@ -293,10 +314,23 @@ def _pending(sweep: Sweep) -> list[tuple[Point, tuple]]:
           if not all(os.path.isfile(os.path.join(sweep.workdir(p, s), "results.json")) for s in seeds)]
 
 
-def run_inline(sweep: Sweep, jobs) -> None:
-  for point, seeds in jobs:
-    print(f"== {point.name} seeds {','.join(map(str, seeds))}", flush=True)
-    run_job(sweep, point, seeds)
+def _bind(sweep: Sweep | None, jobs) -> list[tuple[Sweep, Point, tuple, str]]:
+  """(sweep, point, seeds, name) per job. `jobs`: (point, seeds) pairs of `sweep`, or with
+  sweep=None (sweep, point, seeds) triples of one or several sweeps (a table made of several
+  sweeps runs them in one go), named by their directories."""
+  if sweep is not None:
+    jobs = [(sweep, p, seeds) for p, seeds in jobs]
+  return [(s, p, tuple(seeds), f"{p.name if sweep is not None else os.path.relpath(os.path.join(s.directory, p.name))}"
+           f" seeds {','.join(map(str, seeds))}") for s, p, seeds in jobs]
+
+
+def run_inline(sweep: Sweep | None, jobs, done=None) -> None:
+  """The jobs one after another in this process; `done()` after each."""
+  for s, point, seeds, name in _bind(sweep, jobs):
+    print(f"== {name}", flush=True)
+    run_job(s, point, seeds)
+    if done is not None:
+      done()
 
 
 def visible_gpus() -> list[str]:
@@ -312,39 +346,41 @@ def visible_gpus() -> list[str]:
   return [str(i) for i, line in enumerate(out.splitlines()) if line.startswith("GPU ")]
 
 
-def run_local(sweep: Sweep, jobs, max_parallel: int) -> None:
+def run_local(sweep: Sweep | None, jobs, max_parallel: int, done=None) -> None:
   """Each job in its own process (`--job`), at most `max_parallel` at once, each pinned to a
-  free GPU when there are GPUs. SIGINT/SIGTERM are passed on: every process saves and stops."""
+  free GPU when there are GPUs; `done()` after each ends. SIGINT/SIGTERM are passed on: every
+  process saves and stops."""
   gpus = visible_gpus()
   slots = max_parallel or max(len(gpus), 1)
   free = list(gpus)
-  queue, running = list(jobs), {}  # running: process -> (point, seeds, gpu, log file)
+  queue, running = _bind(sweep, jobs), {}  # running: process -> (name, gpu, log file)
   try:
     while queue or running:
       while queue and len(running) < slots and (free or not gpus):
-        point, seeds = queue.pop(0)
+        s, point, seeds, name = queue.pop(0)
         gpu = free.pop(0) if gpus else None
         env = dict(os.environ)
         if gpu is None:
           env["JAX_PLATFORMS"] = env.get("JAX_PLATFORMS", "cpu")
         else:
           env["CUDA_VISIBLE_DEVICES"] = gpu
-        log_path = sweep.log_path(point, seeds[0], "log")
+        log_path = s.log_path(point, seeds[0], "log")
         os.makedirs(os.path.dirname(log_path), exist_ok=True)
         log = open(log_path, "a")  # noqa: SIM115 (closed when its process ends)
-        cmd = [sys.executable, "-m", "pah_jax.sweep", f"--workdir={sweep.directory}",
+        cmd = [sys.executable, "-m", "pah_jax.sweep", f"--workdir={s.directory}",
                f"--job={point.name}:{','.join(map(str, seeds))}"]
-        running[subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)] = (point, seeds, gpu, log)
-        print(f"== {point.name} seeds {','.join(map(str, seeds))} started"
-              f"{'' if gpu is None else f' on GPU {gpu}'} (log: {os.path.relpath(log_path)})", flush=True)
+        running[subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)] = (name, gpu, log)
+        print(f"== {name} started{'' if gpu is None else f' on GPU {gpu}'} (log: {os.path.relpath(log_path)})",
+              flush=True)
       time.sleep(0.2)
       for proc in [p for p in running if p.poll() is not None]:
-        point, seeds, gpu, log = running.pop(proc)
+        name, gpu, log = running.pop(proc)
         log.close()
         if gpu is not None:
           free.append(gpu)
-        done = "done" if proc.returncode == 0 else f"exit code {proc.returncode}"
-        print(f"== {point.name} seeds {','.join(map(str, seeds))} {done}", flush=True)
+        print(f"== {name} {'done' if proc.returncode == 0 else f'exit code {proc.returncode}'}", flush=True)
+        if done is not None:
+          done()
   except KeyboardInterrupt:
     for proc in running:
       proc.send_signal(signal.SIGTERM)
@@ -364,18 +400,21 @@ class SlurmSettings:
   max_parallel: int = 0  # jobs of the array running at once; 0: no limit of ours
 
 
-def run_submitit(sweep: Sweep, jobs, executor_name: str, slurm: SlurmSettings, wait: bool):
+def run_submitit(sweep: Sweep | None, jobs, executor_name: str, slurm: SlurmSettings, wait: bool,
+                 directory: str | None = None, done=None):
   """The jobs as submitit jobs (one job array on SLURM), or on submitit's local executor, which
-  starts them all at once. Returns the submitit jobs."""
+  starts them all at once; with `wait`, `done()` after each ends. submitit's files go to
+  <directory>/logs/submitit (default: the sweep's directory). Returns the submitit jobs."""
   if executor_name == "slurm" and shutil.which("sbatch") is None:
     raise UserError("--executor=slurm needs SLURM's sbatch on PATH (this machine has none): run on a "
                     "cluster's login node, or use --executor=local")
   import submitit  # pylint: disable=g-import-not-at-top
 
-  folder = os.path.join(sweep.directory, "logs", "submitit")
+  directory = directory or sweep.directory
+  folder = os.path.join(directory, "logs", "submitit")
   executor = submitit.AutoExecutor(folder=folder, cluster="slurm" if executor_name == "slurm" else "local")
   params = {"timeout_min": slurm.time_min, "gpus_per_node": slurm.gpus_per_job if executor_name == "slurm" else 0,
-            "tasks_per_node": 1, "nodes": 1, "name": f"pah_jax_sweep_{os.path.basename(sweep.directory)}"}
+            "tasks_per_node": 1, "nodes": 1, "name": f"pah_jax_sweep_{os.path.basename(directory)}"}
   if executor_name == "slurm":
     # USR2 two minutes before the time limit: the job saves, stops and is requeued.
     params.update(slurm_signal_delay_s=120, slurm_array_parallelism=slurm.max_parallel or 256)
@@ -385,17 +424,34 @@ def run_submitit(sweep: Sweep, jobs, executor_name: str, slurm: SlurmSettings, w
       params["mem_gb"] = slurm.mem_gb
   executor.update_parameters(**params)
   with executor.batch():
-    submitted = [executor.submit(SubmititJob(), sweep.directory, p.name, tuple(seeds)) for p, seeds in jobs]
+    submitted = [executor.submit(SubmititJob(), s.directory, p.name, seeds) for s, p, seeds, _ in _bind(sweep, jobs)]
   print(f"submitted {len(submitted)} jobs ({', '.join(j.job_id for j in submitted[:4])}"
-        f"{', ...' if len(submitted) > 4 else ''}); logs under {os.path.join(sweep.directory, 'logs', 'submitit')}",
-        flush=True)
+        f"{', ...' if len(submitted) > 4 else ''}); logs under {folder}", flush=True)
   if wait:
     for job in submitted:
       try:
         job.result()
       except Exception as e:  # pylint: disable=broad-except
         print(f"job {job.job_id}: {cli.last_line(e)}", file=sys.stderr, flush=True)
+      if done is not None:
+        done()
   return submitted
+
+
+def run_jobs(sweep: Sweep | None, jobs, executor: str, max_parallel: int = 0, slurm: SlurmSettings = SlurmSettings(),
+             directory: str | None = None, done=None) -> None:
+  """`jobs` (pairs of `sweep`, or triples: see `_bind`) on `executor` (EXECUTORS): inline, local
+  and submitit-local return when every job has ended, calling `done()` after each; slurm returns
+  once the jobs are queued. `max_parallel`: local's processes at once, slurm's array parallelism."""
+  if executor == "inline":
+    run_inline(sweep, jobs, done)
+  elif executor == "local":
+    run_local(sweep, jobs, max_parallel, done)
+  elif executor in EXECUTORS:
+    run_submitit(sweep, jobs, executor, dataclasses.replace(slurm, max_parallel=max_parallel), executor != "slurm",
+                 directory, done)
+  else:
+    raise UserError(f"--executor={executor}: expected one of {', '.join(EXECUTORS)}")
 
 
 # --------------------------------------------------------------------------- status and tables
@@ -506,7 +562,7 @@ def _job(spec: str) -> None:
 
 
 def main(argv: list[str]) -> None:
-  cli.parse_flags(argv)
+  cli.parse_flags(argv, _FLAGS)
   try:
     if not _WORKDIR.value:
       raise UserError("--workdir is required: the sweep's directory")
@@ -527,18 +583,12 @@ def main(argv: list[str]) -> None:
     total = len(sweep.points) * len(sweep.seeds)
     print(f"sweep {sweep.directory}: {len(sweep.points)} points x {len(sweep.seeds)} seeds = {total} runs; "
           f"{len(jobs)} job(s) to run ({_EXECUTOR.value}) on {socket.gethostname()}", flush=True)
-    executor = _EXECUTOR.value
-    if executor == "inline":
-      run_inline(sweep, jobs)
-    elif executor == "local":
-      run_local(sweep, jobs, _MAX_PARALLEL.value)
-    else:
-      slurm = SlurmSettings(partition=_SLURM_PARTITION.value, time_min=_SLURM_TIME.value,
-                            gpus_per_job=_SLURM_GPUS.value, mem_gb=_SLURM_MEM.value, max_parallel=_MAX_PARALLEL.value)
-      run_submitit(sweep, jobs, executor, slurm, wait=executor == "submitit-local")
-      if executor == "slurm":
-        print(f"follow it with: python -m pah_jax.sweep --workdir={_WORKDIR.value} --status")
-        return
+    slurm = SlurmSettings(partition=_SLURM_PARTITION.value, time_min=_SLURM_TIME.value,
+                          gpus_per_job=_SLURM_GPUS.value, mem_gb=_SLURM_MEM.value)
+    run_jobs(sweep, jobs, _EXECUTOR.value, _MAX_PARALLEL.value, slurm)
+    if _EXECUTOR.value == "slurm":
+      print(f"follow it with: python -m pah_jax.sweep --workdir={_WORKDIR.value} --status")
+      return
     print_status(sweep)
   except UserError as e:
     cli.fail(str(e))
