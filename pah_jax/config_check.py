@@ -19,7 +19,7 @@ _CHOICES = {
     "data.normalization": ("dataset", "half"),
     "model.stem": ("cifar", "imagenet"),
     "model.conv_init": ("torchvision", "pytorch"),
-    "model.small_map_convs": ("matmul", "conv"),
+    "model.small_map_convs": ("auto", "matmul", "conv"),
     "model.batch_norm": ("running", "batch"),
     "model.teacher_batch_norm": ("", "running", "batch"),
     "model.prototype_batch_norm": ("", "running", "batch"),
@@ -59,6 +59,22 @@ RESUME_FREE_KEYS = ("train.log_every_steps", "train.parallel_seeds", "train.keep
 # did: a saved config without the key counts as having that value.
 ADDED_KEYS = {"pah.lambda_hp": 0.0, "model.conv_init": "torchvision", "joint.eval_batch_norm": "",
               "train.compilation_cache": "", "model.small_map_convs": "conv"}
+
+
+def _resolve_small_map_convs(value):
+  from pah_jax import models  # only here: validating a config needs no JAX
+
+  return models.resolve_small_map_convs(value) if value in ("auto", "matmul", "conv") else value
+
+
+# Keys whose values also count as equal when they resolve to the same computation on the
+# backend that resumes. model.small_map_convs "auto" is "matmul" on a CPU and "conv" elsewhere
+# (pah_jax.models.resolve_small_map_convs): a checkpoint written under "matmul" (the default
+# before "auto") resumes under "auto" on a CPU, one written under "conv" (or before the key
+# existed) under "auto" on a GPU, and "auto" under "auto" anywhere. A checkpoint does not
+# record the backend that wrote it: "auto" written on a CPU and resumed on a GPU continues with
+# the GPU's choice, the same function in another order of float sums.
+RESOLVED_KEYS = {"model.small_map_convs": _resolve_small_map_convs}
 
 
 def unread_by(method: str, key: str, config=None) -> bool:
@@ -140,7 +156,12 @@ def check_same_config(saved: dict, config: ml_collections.ConfigDict) -> None:
   from pah_jax import reporting  # only for its JSON conversion of the config
 
   old, new = {**ADDED_KEYS, **_flatten(saved)}, _flatten(reporting.jsonable(config))
-  differ = sorted(k for k in set(old) | set(new) if k not in RESUME_FREE_KEYS and old.get(k) != new.get(k)
+
+  def same(k):
+    resolve = RESOLVED_KEYS.get(k, lambda v: v)
+    return old.get(k) == new.get(k) or resolve(old.get(k)) == resolve(new.get(k))
+
+  differ = sorted(k for k in set(old) | set(new) if k not in RESUME_FREE_KEYS and not same(k)
                   and not unread_by(new.get("method", "pah"), k, config))
   if differ:
     shown = ", ".join(f"{k} ({old.get(k)!r} -> {new.get(k)!r})" for k in differ[:6])

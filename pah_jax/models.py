@@ -41,7 +41,8 @@ def _taps(size_in: int, size_out: int, stride: int, pad_low: int, kernel: int) -
 def small_map_conv(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
                    dimension_numbers=None, feature_group_count=1, precision=None):
   """`lax.conv_general_dilated`, but a map with fewer positions than the kernel has taps becomes
-  one matrix product (model.small_map_convs = "matmul"); any other convolution is passed on.
+  one matrix product (model.small_map_convs = "matmul", and "auto" on a CPU); any other
+  convolution is passed on.
 
   Why: a 3x3 convolution with padding 1 over a 1x1 map multiplies 8 of its 9 taps by padding
   zeros, and over a 2x2 map 5 of 9 per position. XLA's CPU convolutions compute them all, and
@@ -78,10 +79,24 @@ def small_map_conv(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dil
 
 
 SMALL_MAP_CONVS = {"matmul": small_map_conv, "conv": None}
+# What model.small_map_convs = "auto" runs on each JAX backend. "matmul" only where it was
+# measured faster (CPU: 1.6-3.3x faster fine-tune steps, 5.2x faster PAH steps at width 1.0,
+# BENCHMARKS.md); "conv" everywhere else until a measurement there says otherwise.
+AUTO_SMALL_MAP_CONVS = {"cpu": "matmul"}
+
+
+def resolve_small_map_convs(small_map_convs: str, backend: str | None = None) -> str:
+  """The layers a run computes: `small_map_convs` itself ("matmul" or "conv"), or for "auto"
+  the choice for `backend` (default: JAX's default backend, the one a run computes on)."""
+  if small_map_convs != "auto":
+    return small_map_convs
+  return AUTO_SMALL_MAP_CONVS.get(backend or jax.default_backend(), "conv")
 
 
 def conv_module(small_map_convs: str, **kwargs):
-  """nn.Conv without bias, computing maps smaller than the kernel as `small_map_convs` says."""
+  """nn.Conv without bias, computing maps smaller than the kernel as `small_map_convs` says
+  ("auto" resolved for JAX's default backend)."""
+  small_map_convs = resolve_small_map_convs(small_map_convs)
   if small_map_convs not in SMALL_MAP_CONVS:
     raise ValueError(f"unknown small_map_convs {small_map_convs!r}")
   return functools.partial(nn.Conv, use_bias=False, conv_general_dilated=SMALL_MAP_CONVS[small_map_convs], **kwargs)
@@ -99,7 +114,7 @@ class BasicBlock(nn.Module):
   strides: int
   dtype: Any = jnp.float32
   conv_init: str = "torchvision"
-  small_map_convs: str = "matmul"
+  small_map_convs: str = "auto"
 
   @nn.compact
   def __call__(self, x, train: bool):
@@ -125,7 +140,8 @@ class ResNet(nn.Module):
       as torchvision and the official PAH code, which feeds it 32x32 images unresized).
     conv_init: a key of CONV_INITS, the convolutions' initialiser.
     small_map_convs: "matmul" (maps smaller than the kernel as one matrix product, see
-      `small_map_conv`) or "conv" (every layer as a convolution).
+      `small_map_conv`), "conv" (every layer as a convolution) or "auto" (the backend's choice,
+      `resolve_small_map_convs`).
   """
 
   stage_sizes: Sequence[int] = (2, 2, 2, 2)
@@ -133,7 +149,7 @@ class ResNet(nn.Module):
   stem: str = "cifar"
   dtype: Any = jnp.float32
   conv_init: str = "torchvision"
-  small_map_convs: str = "matmul"
+  small_map_convs: str = "auto"
 
   @property
   def stage_channels(self) -> tuple[int, ...]:

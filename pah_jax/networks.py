@@ -64,13 +64,27 @@ class Networks:
     return self._batch_stats(self.eval_batch_norm)
 
 
+_said = set()
+
+
+def _say_once(line: str) -> None:
+  """Prints `line` the first time this process builds networks with it (a run builds them once
+  per seed; the benchmark once per row)."""
+  if line not in _said:
+    _said.add(line)
+    print(line, flush=True)
+
+
 def build_networks(config: ml_collections.ConfigDict, num_tasks: int, num_classes: int, *,
                    hypernet: bool = False) -> Networks:
   """The backbone of config.model, and with `hypernet` the hypernetwork of config.hypernet."""
   m = config.model
   dtype = jnp.bfloat16 if m.dtype == "bfloat16" else jnp.float32
+  small_map_convs = models.resolve_small_map_convs(m.small_map_convs)
+  _say_once(f"model.small_map_convs: {small_map_convs}"
+            + (f" (auto on {jax.default_backend()})" if m.small_map_convs == "auto" else ""))
   backbone = models.ResNet18(width=m.width, stem=m.stem, dtype=dtype, conv_init=m.conv_init,
-                             small_map_convs=m.small_map_convs)
+                             small_map_convs=small_map_convs)
   generator, head_bias = None, False
   if hypernet:
     h = config.hypernet

@@ -3,9 +3,11 @@
 R is the K x K accuracy matrix in percent (see `metrics.py`); NaN = not measured.
 """
 
+import importlib
 import json
 import math
 import os
+import sys
 import tempfile
 import time
 
@@ -121,6 +123,25 @@ def _atomic_write(path, text):
     raise
 
 
+_noted_missing = set()
+
+
+def _optional(module: str, without: str):
+  """`module` imported, or None, with a note on stderr the first time this process misses it.
+
+  Plots (matplotlib), TensorBoard events (tensorboardX) and the progress bar (tqdm) are extras
+  of a run: where they are not installed (a bare accelerator image with only JAX's stack),
+  training, evaluation, checkpoints, results.json and metrics.jsonl are written all the same.
+  """
+  try:
+    return importlib.import_module(module)
+  except ImportError:
+    if module not in _noted_missing:
+      _noted_missing.add(module)
+      print(f"note: {module.split('.')[0]} is not installed: {without}", file=sys.stderr, flush=True)
+    return None
+
+
 def _figure(figsize):
   # A bare Figure renders with the Agg canvas without going through pyplot, so plotting
   # needs no display, changes no global backend and keeps no figure alive afterwards.
@@ -128,10 +149,20 @@ def _figure(figsize):
   return Figure(figsize=figsize, dpi=100, layout="constrained")
 
 
-def plot_accuracy_matrix(path, R):
-  """PNG heatmap of R (0-100 %), each measured cell annotated with its value; NaN blank."""
+def _matplotlib():
+  if _optional("matplotlib.figure", "no accuracy plots (PNG)") is None:
+    return None
   import matplotlib
+  return matplotlib
+
+
+def plot_accuracy_matrix(path, R):
+  """PNG heatmap of R (0-100 %), each measured cell annotated with its value; NaN blank.
+  Without matplotlib installed, writes nothing and returns False."""
   R = _matrix(R)
+  matplotlib = _matplotlib()
+  if matplotlib is None:
+    return False
   K = R.shape[0]
   # The figure grows with K so each cell stays ~0.6 inch and fits its 8-point label.
   size = max(4.0, 0.6 * K + 2.0)
@@ -152,13 +183,17 @@ def plot_accuracy_matrix(path, R):
   ax.set_ylabel("after training task i")
   ax.set_title("Accuracy matrix R[i][j]")
   fig.savefig(path, format="png")
+  return True
 
 
 def plot_task_curves(path, R):
-  """PNG with one line per task j: accuracy R[i][j] over i >= j (x = after task i)."""
+  """PNG with one line per task j: accuracy R[i][j] over i >= j (x = after task i).
+  Without matplotlib installed, writes nothing and returns False."""
   R = _matrix(R)
   K = R.shape[0]
-  import matplotlib
+  matplotlib = _matplotlib()
+  if matplotlib is None:
+    return False
   fig = _figure((max(6.0, 0.5 * K + 4.0), 4.5))
   ax = fig.add_subplot()
   # The default cycle has 10 colours; beyond that tasks would share colours.
@@ -180,6 +215,7 @@ def plot_task_curves(path, R):
   ax.legend(fontsize="small", ncol=(K + 19) // 20, loc="center left",
             bbox_to_anchor=(1.01, 0.5))
   fig.savefig(path, format="png")
+  return True
 
 
 class MetricWriter:
@@ -189,36 +225,41 @@ class MetricWriter:
   Reopening an existing logdir (a resumed run) appends: TensorBoard gets a new events
   file next to the old ones and metrics.jsonl grows.
   Each line is {"step": int, "time": unix seconds, <name>: value, ...}; NaN -> null.
+  Without tensorboardX installed, only metrics.jsonl is written.
   """
 
   def __init__(self, logdir):
-    from tensorboardX import SummaryWriter
+    tensorboard = _optional("tensorboardX", "no TensorBoard events (metrics.jsonl only)")
     os.makedirs(logdir, exist_ok=True)
     self.logdir = logdir
     # tensorboardX names events files by the second and truncates an existing one, so a
     # writer reopened within the same second would erase the first; a unique suffix
     # keeps every session's file.
-    self._tb = SummaryWriter(logdir, filename_suffix=f".{os.getpid()}.{time.time_ns()}")
+    self._tb = (None if tensorboard is None else
+                tensorboard.SummaryWriter(logdir, filename_suffix=f".{os.getpid()}.{time.time_ns()}"))
     self._jsonl = open(os.path.join(logdir, "metrics.jsonl"), "a")  # noqa: SIM115 (closed by close())
 
   def scalars(self, step, values):
     """Logs the dict `values` ({name: number}) at integer `step`."""
     step = int(step)
     values = {str(k): float(v) for k, v in values.items()}
-    for name, value in values.items():
-      self._tb.add_scalar(name, value, step)
+    if self._tb is not None:
+      for name, value in values.items():
+        self._tb.add_scalar(name, value, step)
     record = {"step": step, "time": time.time(), **values}
     self._jsonl.write(json.dumps(jsonable(record), allow_nan=False) + "\n")
     # Flushed per call so a killed run keeps every line it logged.
     self._jsonl.flush()
 
   def flush(self):
-    self._tb.flush()
+    if self._tb is not None:
+      self._tb.flush()
     self._jsonl.flush()
 
   def close(self):
     if not self._jsonl.closed:
-      self._tb.close()
+      if self._tb is not None:
+        self._tb.close()
       self._jsonl.close()
 
   def __enter__(self):
@@ -234,20 +275,24 @@ def read_results(path):
 
 
 class Progress:
-  """A live progress bar per task (tqdm, on stderr) and a one-line report per finished task."""
+  """A live progress bar per task (tqdm, on stderr; none without tqdm installed) and a one-line
+  report per finished task."""
 
   def __init__(self, total_tasks):
     self.total_tasks = total_tasks
     self.bar = None
 
   def start_task(self, task, total_steps, done=0):
-    import tqdm  # imported here so library users without a terminal pay nothing
-
+    # imported here so library users without a terminal pay nothing
+    tqdm = _optional("tqdm", "no progress bar")
     self.close()
-    self.bar = tqdm.tqdm(total=total_steps, initial=done, desc=f"task {task + 1}/{self.total_tasks}",
-                         unit="step", dynamic_ncols=True, leave=False)
+    if tqdm is not None:
+      self.bar = tqdm.tqdm(total=total_steps, initial=done, desc=f"task {task + 1}/{self.total_tasks}",
+                           unit="step", dynamic_ncols=True, leave=False)
 
   def advance(self, steps, epoch, metrics):
+    if self.bar is None:
+      return
     self.bar.update(steps)
     self.bar.set_postfix(epoch=epoch + 1, loss=f"{metrics['loss']:.3f}",
                          acc=f"{100 * metrics['train_accuracy']:.1f}")
