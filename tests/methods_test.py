@@ -19,6 +19,7 @@ import pytest
 from configs import default
 from pah_jax import config_check
 from pah_jax import methods
+from pah_jax import models
 from pah_jax import networks
 from pah_jax import train
 from pah_jax.methods import agem
@@ -156,13 +157,38 @@ def test_resume_reads_keys_added_later_as_their_old_behaviour():
   with pytest.raises(config_check.UserError, match="conv_init"):
     config_check.check_same_config(saved, _override(default.get_config(), model__conv_init="pytorch"))
 
-  # model.small_map_convs: older runs convolved every map, so under the new default ("matmul",
-  # other float rounding) they are refused rather than resumed inexactly.
+  # model.small_map_convs: older runs convolved every map. They resume under "conv", and under
+  # the default "auto" only where it runs "conv" (not on a CPU, where it runs "matmul": other
+  # float rounding, so they are refused rather than resumed inexactly).
   saved = reporting.jsonable(default.get_config())
   del saved["model"]["small_map_convs"]
-  with pytest.raises(config_check.UserError, match="small_map_convs"):
+  if models.resolve_small_map_convs("auto") == "conv":
     config_check.check_same_config(saved, default.get_config())
+  else:
+    with pytest.raises(config_check.UserError, match="small_map_convs"):
+      config_check.check_same_config(saved, default.get_config())
   config_check.check_same_config(saved, _override(default.get_config(), model__small_map_convs="conv"))
+
+
+@pytest.mark.parametrize("backend", ["cpu", "gpu"])
+def test_small_map_convs_resume_as_what_they_run(backend, monkeypatch):
+  """A checkpoint written under an explicit "matmul" or "conv" resumes under the same value and
+  is refused under the other; "auto" resumes under "auto", and counts as what it runs on the
+  resuming backend ("matmul" on a CPU, "conv" elsewhere), so the runs written under the old
+  default "matmul" resume under the new default on a CPU."""
+  from pah_jax import reporting  # pylint: disable=g-import-not-at-top
+
+  monkeypatch.setattr(models.jax, "default_backend", lambda: backend)
+  auto = {"cpu": "matmul", "gpu": "conv"}[backend]
+  assert default.get_config().model.small_map_convs == "auto"
+  config = lambda value: _override(default.get_config(), model__small_map_convs=value)
+  for written, resumed in [("matmul", "matmul"), ("conv", "conv"), ("auto", "auto"), (auto, "auto"),
+                           ("auto", auto)]:
+    config_check.check_same_config(reporting.jsonable(config(written)), config(resumed))
+  other = {"matmul": "conv", "conv": "matmul"}[auto]
+  for written, resumed in [("matmul", "conv"), ("conv", "matmul"), (other, "auto"), ("auto", other)]:
+    with pytest.raises(config_check.UserError, match="small_map_convs"):
+      config_check.check_same_config(reporting.jsonable(config(written)), config(resumed))
 
 
 def test_joint_tests_with_running_statistics_and_old_joint_runs_are_not_resumed_under_it():

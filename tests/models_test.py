@@ -202,6 +202,20 @@ def test_resnet_small_map_convs_compute_the_same_function(size, dense_layers):
     models.ResNet18(width=0.125, small_map_convs="dense").init(KEY, x, train=False)
 
 
+def test_small_map_convs_auto_is_matmul_on_a_cpu_and_conv_elsewhere():
+  """The default ("auto", in configs/default.py and the modules) runs "matmul" only where it was
+  measured faster, the CPU; an explicit choice is kept on every backend."""
+  assert models.resolve_small_map_convs("auto", "cpu") == "matmul"
+  assert models.resolve_small_map_convs("auto", "gpu") == models.resolve_small_map_convs("auto", "tpu") == "conv"
+  assert models.resolve_small_map_convs("conv", "cpu") == "conv"
+  assert models.resolve_small_map_convs("matmul", "gpu") == "matmul"
+  x = jnp.zeros((2, 32, 32, 3), jnp.float32)
+  net = models.ResNet18(width=0.125, stem="imagenet")
+  variables = jit(lambda k: net.init(k, x, train=False))(KEY)
+  convs = _primitive_count(lambda v: net.apply(v, x, train=False), variables, name="conv_general_dilated")
+  assert convs == (20 - 7 if jax.default_backend() == "cpu" else 20)
+
+
 def test_tiny_forward_train_vs_eval():
   """Real compute at width 0.125 on 8 px: finite (N, 64) features; train=True moves bn1's running
   mean to 0.9 * 0 + 0.1 * (batch mean of conv1's output), train=False returns the features only."""
