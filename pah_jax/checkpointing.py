@@ -169,7 +169,7 @@ class Checkpointer:
       try:
         fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
       except FileExistsError:
-        if _lock_is_live(path):
+        if lock_is_live(path):
           with open(path) as f:
             raise UserError(f"workdir {self.workdir} is in use by another run ({f.read().strip()}); "
                             "wait for it or use another --workdir") from None
@@ -231,7 +231,9 @@ def _first_difference(stored, expected) -> str:
   return f"{len(stored)} arrays where {len(expected)} are expected"
 
 
-def _lock_is_live(path: str) -> bool:
+def lock_is_live(path: str) -> bool:
+  """Whether the workdir lock file `path` is held by a running process (a lock of another
+  host counts as held: its process cannot be checked from here)."""
   try:
     with open(path) as f:
       host, pid = f.read().split()

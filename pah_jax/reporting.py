@@ -101,10 +101,11 @@ def write_results_json(path, R, summary, config_dict, seconds, extra=None):
       **extra,
   }
   text = json.dumps(jsonable(data), indent=2, allow_nan=False) + "\n"
-  _atomic_write(path, text)
+  atomic_write(path, text)
 
 
-def _atomic_write(path, text):
+def atomic_write(path, text):
+  """Writes `text` to `path` so a reader never sees a partial file (temporary file + rename)."""
   directory = os.path.dirname(os.path.abspath(path))
   os.makedirs(directory, exist_ok=True)
   # The temporary file lives in the same directory so os.replace is a same-filesystem rename.

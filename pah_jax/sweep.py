@@ -241,11 +241,9 @@ def _grid_text(grid) -> str:
 
 
 def _write_json(path: str, obj) -> None:
-  tmp = f"{path}.tmp{os.getpid()}"
-  with open(tmp, "w") as f:
-    json.dump(obj, f, indent=2)
-    f.write("\n")
-  os.replace(tmp, path)
+  from pah_jax import reporting  # pylint: disable=g-import-not-at-top
+
+  reporting.atomic_write(path, json.dumps(obj, indent=2) + "\n")
 
 
 # --------------------------------------------------------------------------- one job
@@ -457,15 +455,10 @@ def run_jobs(sweep: Sweep | None, jobs, executor: str, max_parallel: int = 0, sl
 # --------------------------------------------------------------------------- status and tables
 
 
-def _lock_is_live(workdir: str) -> bool:
-  from pah_jax import checkpointing  # pylint: disable=g-import-not-at-top
-
-  path = os.path.join(workdir, "lock")
-  return os.path.exists(path) and checkpointing._lock_is_live(path)  # pylint: disable=protected-access
-
-
 def run_status(sweep: Sweep, point: Point, seed: int) -> dict:
   """One run's state, from its files: done / running / failed / stopped / queued."""
+  from pah_jax import checkpointing  # pylint: disable=g-import-not-at-top
+
   workdir = sweep.workdir(point, seed)
   entry = {"point": point.as_dict(), "seed": seed, "status": "queued", "average_accuracy": None,
            "forgetting": None, "accuracy_matrix": None}
@@ -475,7 +468,7 @@ def run_status(sweep: Sweep, point: Point, seed: int) -> dict:
       r = json.load(f)
     return entry | {"status": "done", "average_accuracy": r["average_accuracy"], "forgetting": r["forgetting"],
                     "accuracy_matrix": r["accuracy_matrix"]}
-  if _lock_is_live(workdir):
+  if checkpointing.lock_is_live(os.path.join(workdir, "lock")):
     return entry | {"status": "running"}
   error = sweep.log_path(point, seed, "error")
   if os.path.isfile(error):
