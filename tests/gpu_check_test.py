@@ -73,14 +73,15 @@ def _run(args, timeout=300):
 def test_smoke_measures_everything_and_writes_json_and_markdown(tmp_path):
   wheel = _wheels(tmp_path / "wheels")
   out = tmp_path / "check.json"
-  proc = _run(["--smoke", "--wheels", str(tmp_path / "wheels"), "--out", str(out)])
+  # A budget far above the smoke run's need: a loaded CI machine must not turn this into a timing test.
+  proc = _run(["--smoke", "--budget-s", "1500", "--wheels", str(tmp_path / "wheels"), "--out", str(out)], timeout=1800)
   assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
   d = json.loads(out.read_text())
   assert {"check", "command", "started_utc", "smoke", "budget_s", "status", "elapsed_s", "sizes", "env", "wheels",
           "imports", "versions", "machine", "sequence", "steps", "parallel_seeds", "peak_device_memory", "skipped",
           "errors", "benchmarks_row"} <= set(d)
   assert d["status"] == "complete" and d["errors"] == [] and d["smoke"] is True
-  assert d["elapsed_s"] < 120
+  assert 0 < d["elapsed_s"] < d["budget_s"]
   # Imports: ml_collections from the wheel, the GPU machine's absent packages never needed.
   assert d["wheels"]["used"] == [wheel]
   assert [r["wheel"] for r in d["wheels"]["refused"]] == ["compiled-1.0-cp311-cp311-linux_x86_64.whl"]
