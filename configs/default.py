@@ -24,8 +24,12 @@ def get_config() -> ml_collections.ConfigDict:
   d.path = ""  # TFDS data_dir (manual files under <path>/downloads/manual), IDX dir, or .npz file
   d.num_tasks = 10
   d.class_order = "sequential"  # sequential (paper, official code) | random (seeded by `seed`)
+  d.class_order_seed = -1  # >= 0: seeds the random class order instead, one order for every seed
   d.max_train_per_task = 0  # 0 = all; otherwise a stratified subsample
   d.max_test_per_task = 0
+  # > 0: zero-pad every image to pad_to x pad_to (before normalisation; 28 -> 32 is how the
+  # authors' code was fed Fashion-MNIST). 0 = the images as they are.
+  d.pad_to = 0
   d.normalization = "dataset"  # dataset (per-data-set mean/std) | half (official: mean 0.5, std 0.5)
   d.download = False  # let TFDS download when the files are absent (needs internet)
 

@@ -1,11 +1,12 @@
 """The authors' code in every point where it departs from the paper's text, applied on top of another config.
 
-Use the `*_official.py` configs; this module holds the overrides they share:
-crop-and-grey semantic init with that image removed from training, KL(new || old), sum over
-old tasks, batch statistics everywhere, the second AdamW on the prototypes, AdamW groups
-(backbone 1e-4, hypernetwork and prototypes 1e-3, weight decay 0.01), 15 epochs, batch 64,
-no augmentation, natural class order, ImageNet stem, mean/std 0.5 normalisation, test
-accuracy as the mean of per-batch accuracies over shuffled batches of 64.
+Use the `*_official.py` configs; this module holds the overrides they share: crop-and-grey
+semantic init at the code's fixed rows/columns 11:11+s, with that image removed from
+training, KL(new || old), sum over old tasks, batch statistics everywhere, the second AdamW
+on the prototypes, AdamW groups (backbone 1e-4, hypernetwork and prototypes 1e-3, weight
+decay 0.01), 15 epochs, batch 64, no augmentation, natural class order, ImageNet stem,
+mean/std 0.5 normalisation, test accuracy as the mean of per-batch accuracies over shuffled
+batches of 64.
 """
 
 
@@ -22,6 +23,7 @@ def apply(c):
   c.hypernet.last_layer_scale = 0.1
   c.pah.prototype_init = "semantic"
   c.pah.semantic_init = "crop"
+  c.pah.crop_position = "official"
   c.pah.prototype_channels = 1
   c.pah.exclude_init_images = True
   c.pah.kl_direction = "new_old"

@@ -256,16 +256,19 @@ def collect(row: Row) -> None:
 
 def run_record(seed: int, workdir: str, results: dict) -> dict:
   return {"seed": seed, "workdir": workdir, "accuracy_matrix": results["accuracy_matrix"],
-          **{m: results[m] for m in METRICS}, "seconds": results["seconds"]}
+          **{m: results[m] for m in METRICS}, "plasticity": metrics.plasticity(results["accuracy_matrix"]),
+          "seconds": results["seconds"]}
 
 
 def row_stats(row: Row) -> dict:
-  """Mean and sample std over the finished seeds of every metric and of the wall time."""
+  """Mean and sample std over the finished seeds of every metric, of the plasticity (from each
+  accuracy matrix) and of the wall time."""
   if not row.results:
     return {}
   out = {}
-  for m in METRICS + ("seconds",):
-    values = [row.results[s][m] for s in sorted(row.results)]
+  for m in METRICS + ("plasticity", "seconds"):
+    values = [metrics.plasticity(row.results[s]["accuracy_matrix"]) if m == "plasticity" else row.results[s][m]
+              for s in sorted(row.results)]
     if any(v is None for v in values):  # a NaN metric stored as null
       out[m] = {"mean": None, "std": None}
     else:

@@ -35,6 +35,8 @@ _RANGES = {
     "data.num_tasks": (1, None, False),
     "data.max_train_per_task": (0, None, False),
     "data.max_test_per_task": (0, None, False),
+    "data.pad_to": (0, 4096, False),
+    "data.class_order_seed": (-1, None, False),
     "model.width": (0.0, 64.0, True),
     "optim.lr_backbone": (0.0, None, True),
     "optim.lr_hypernet": (0.0, None, True),
@@ -58,7 +60,8 @@ RESUME_FREE_KEYS = ("train.log_every_steps", "train.parallel_seeds", "train.keep
 # Keys added after checkpoints were written, with the value that reproduces what those runs
 # did: a saved config without the key counts as having that value.
 ADDED_KEYS = {"pah.lambda_hp": 0.0, "model.conv_init": "torchvision", "joint.eval_batch_norm": "",
-              "train.compilation_cache": "", "model.small_map_convs": "conv"}
+              "train.compilation_cache": "", "model.small_map_convs": "conv", "data.pad_to": 0,
+              "data.class_order_seed": -1, "pah.crop_position": "center"}
 
 
 def _resolve_small_map_convs(value):

@@ -67,6 +67,19 @@ def backward_transfer(R, upto=None):
   return float(np.mean(B[K - 1, :K - 1] - np.diag(B)[:K - 1]))
 
 
+def plasticity(R):
+  """Mean accuracy on each task right after learning it, None when the diagonal was not measured
+  (joint training).
+
+    plasticity = (1/K) * sum_{j=0}^{K-1} R[j][j]
+
+  Beside FM it tells apart a method that learns new tasks less well from one that forgets old
+  ones: AA = plasticity + (K-1)/K * BWT.
+  """
+  diagonal = np.diag(_block(R))
+  return None if np.isnan(diagonal).any() else float(np.mean(diagonal))
+
+
 def summarize(R, upto=None):
   """Returns {"average_accuracy": AA, "forgetting": FM, "bwt": BWT} (percent, floats)."""
   return {

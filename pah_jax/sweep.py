@@ -461,13 +461,15 @@ def run_status(sweep: Sweep, point: Point, seed: int) -> dict:
 
   workdir = sweep.workdir(point, seed)
   entry = {"point": point.as_dict(), "seed": seed, "status": "queued", "average_accuracy": None,
-           "forgetting": None, "accuracy_matrix": None}
+           "forgetting": None, "plasticity": None, "accuracy_matrix": None}
   results = os.path.join(workdir, "results.json")
   if os.path.isfile(results):
     with open(results) as f:
       r = json.load(f)
+    from pah_jax import metrics  # pylint: disable=g-import-not-at-top
+
     return entry | {"status": "done", "average_accuracy": r["average_accuracy"], "forgetting": r["forgetting"],
-                    "accuracy_matrix": r["accuracy_matrix"]}
+                    "plasticity": metrics.plasticity(r["accuracy_matrix"]), "accuracy_matrix": r["accuracy_matrix"]}
   if checkpointing.lock_is_live(os.path.join(workdir, "lock")):
     return entry | {"status": "running"}
   error = sweep.log_path(point, seed, "error")
@@ -481,7 +483,7 @@ def run_status(sweep: Sweep, point: Point, seed: int) -> dict:
 
 
 def table(sweep: Sweep) -> dict:
-  """Per point: mean ± std of AA and FM over its finished seeds; every run's entry."""
+  """Per point: mean ± std of AA, FM and plasticity over its finished seeds; every run's entry."""
   from pah_jax import metrics  # pylint: disable=g-import-not-at-top
 
   runs = [run_status(sweep, p, s) for p in sweep.points for s in sweep.seeds]
@@ -489,7 +491,7 @@ def table(sweep: Sweep) -> dict:
   for p in sweep.points:
     done = [r for r in runs if r["point"] == p.as_dict() and r["status"] == "done"]
     row = {"point": p.as_dict(), "name": p.name, "seeds_done": len(done), "seeds": len(sweep.seeds)}
-    for key in ("average_accuracy", "forgetting"):
+    for key in ("average_accuracy", "forgetting", "plasticity"):
       values = [r[key] for r in done if r[key] is not None]
       mean, std = metrics.mean_std(values) if values else (None, None)
       row[key] = {"mean": mean, "std": std}
@@ -505,11 +507,12 @@ def _cell(stat: dict) -> str:
 
 def table_markdown(t: dict) -> str:
   keys = [k for k, _ in t["grid"]]
-  header = keys + ["AA", "FM", "seeds done"]
+  header = keys + ["AA", "FM", "plasticity", "seeds done"]
   lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
   for row in t["rows"]:
-    cells = [_text(row["point"][k]) for k in keys] + [_cell(row["average_accuracy"]), _cell(row["forgetting"]),
-                                                       f"{row['seeds_done']}/{row['seeds']}"]
+    cells = [_text(row["point"][k]) for k in keys] + [_cell(row[m]) for m in ("average_accuracy", "forgetting",
+                                                                                 "plasticity")]
+    cells.append(f"{row['seeds_done']}/{row['seeds']}")
     lines.append("| " + " | ".join(cells) + " |")
   return "\n".join(lines) + "\n"
 
@@ -518,7 +521,8 @@ def write_tables(sweep: Sweep) -> dict:
   t = table(sweep)
   _write_json(os.path.join(sweep.directory, "table.json"), t)
   with open(os.path.join(sweep.directory, "table.md"), "w") as f:
-    f.write(f"Seeds {','.join(map(str, sweep.seeds))}; mean ± std over the finished seeds.\n\n")
+    f.write(f"Seeds {','.join(map(str, sweep.seeds))}; mean ± std over the finished seeds. AA, FM and "
+            "plasticity (mean accuracy on each task right after learning it) in %.\n\n")
     f.write(table_markdown(t))
   return t
 

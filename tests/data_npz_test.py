@@ -53,6 +53,23 @@ def test_grayscale_without_channel_axis(tmp_path):
   np.testing.assert_allclose(seq.std, [x.std()], rtol=1e-9)
 
 
+def test_pad_to_pads_before_the_statistics_and_class_order_seed_fixes_the_order(tmp_path):
+  arrays = _arrays(num_classes=4, shape=(5, 6))
+  seq = load_tasks(_config(_save(tmp_path, arrays), pad_to=9, class_order="random", class_order_seed=3), seed=0)
+  assert seq.image_shape == (9, 9, 1)
+  assert seq.class_order == tuple(np.random.default_rng(3).permutation(4))
+  t = seq.tasks[0]
+  mask = np.isin(arrays["y_train"], t.classes)
+  np.testing.assert_array_equal(t.x_train[:, 2:7, 1:7, 0], arrays["x_train"][mask])
+  assert t.x_train.sum(dtype=np.int64) == arrays["x_train"][mask].sum(dtype=np.int64)
+  assert t.x_test.shape[1:] == (9, 9, 1)
+  # 'dataset' statistics are those of the padded images, which the model sees.
+  padded = np.pad(arrays["x_train"], ((0, 0), (2, 2), (1, 2))) / 255.0
+  np.testing.assert_allclose(seq.mean, [padded.mean()], rtol=1e-9)
+  with pytest.raises(UserError, match="data.pad_to=4 is smaller than the 5x6 images"):
+    load_tasks(_config(_save(tmp_path, arrays), pad_to=4), seed=0)
+
+
 def test_rgb_random_order_and_half_normalisation(tmp_path):
   arrays = _arrays(num_classes=6, shape=(4, 4, 3))
   config = _config(_save(tmp_path, arrays), num_tasks=3, class_order="random",

@@ -85,6 +85,35 @@ def test_random_order_is_seeded():
   assert sorted(order_c) == list(range(100))
 
 
+def test_class_order_seed_fixes_one_order_for_every_seed():
+  """order_seed orders the classes on its own: every run seed gets the same order, while the
+  subsamples still follow the run seed."""
+  arrays = _data(10, n_train=400)
+  tasks_a, order_a = _split(arrays, order="random", seed=0, order_seed=7, max_train_per_task=10)
+  tasks_b, order_b = _split(arrays, order="random", seed=1, order_seed=7, max_train_per_task=10)
+  assert order_a == order_b == tuple(np.random.default_rng(7).permutation(10))
+  assert any(not np.array_equal(_ids(a.x_train), _ids(b.x_train)) for a, b in zip(tasks_a, tasks_b))
+  assert _split(arrays, order="random", seed=7)[1] == order_a
+
+
+def test_pad_images_puts_the_original_in_the_middle_on_zeros():
+  rng = np.random.default_rng(0)
+  arrays = splits.Arrays(rng.integers(1, 256, (4, 28, 28, 1), dtype=np.uint8), np.arange(4),
+                         rng.integers(1, 256, (2, 28, 28, 1), dtype=np.uint8), np.arange(2))
+  padded = splits.pad_images(arrays, 32)
+  for name in ("x_train", "x_test"):
+    x, original = getattr(padded, name), getattr(arrays, name)
+    assert x.shape == (len(original), 32, 32, 1) and x.dtype == np.uint8
+    np.testing.assert_array_equal(x[:, 2:30, 2:30], original)
+    assert x.sum(dtype=np.int64) == original.sum(dtype=np.int64)  # the border is all zeros
+  np.testing.assert_array_equal(padded.y_train, arrays.y_train)
+  odd = splits.pad_images(arrays, 31)
+  np.testing.assert_array_equal(odd.x_train[:, 1:29, 1:29], arrays.x_train)
+  np.testing.assert_array_equal(splits.pad_images(arrays, 28).x_train, arrays.x_train)
+  with pytest.raises(UserError, match="smaller than the 28x28 images"):
+    splits.pad_images(arrays, 27)
+
+
 def test_subsample_stratified_exact_counts():
   arrays = _data(10, n_train=2000, n_test=500)
   # 5 tasks of 2 classes: 101 -> floor(101/2) = 50 per class, 21 -> 10 per class.

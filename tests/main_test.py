@@ -86,7 +86,7 @@ def test_more_bad_values(tmp_path):
 
 @pytest.mark.slow
 def test_refusals_that_need_the_data(tmp_path):
-  """Crop prototypes larger than the 28x28 images; a batch larger than a task's data."""
+  """A crop prototype that leaves the (padded 32x32) images; a batch larger than a task's data."""
   assert_user_error(run_cli("--config=configs/fashion_mnist_official.py", f"--workdir={tmp_path}/a",
                             "--config.pah.prototype_size=30"), "prototype_size=30")
   assert_user_error(run_cli(FASHION, f"--workdir={tmp_path}/b", "--config.data.max_train_per_task=100",

@@ -19,7 +19,8 @@ def _tasks(k=2, c=3, n=12, size=32, ch=3, seed=0):
 
 
 def _init(xs, ys, **kw):
-  how = dict(size=8, channels=3, init="semantic", semantic_init="resize", random_mean=0.5, random_std=0.1)
+  how = dict(size=8, channels=3, init="semantic", semantic_init="resize", crop_position="center", random_mean=0.5,
+             random_std=0.1)
   rest = dict(num_classes=3, mean=MEAN, std=STD, seed=0)
   how.update((k, v) for k, v in kw.items() if k in how)
   rest.update((k, v) for k, v in kw.items() if k in rest)
@@ -77,6 +78,28 @@ def test_crop_init_is_grey_centre_crop():
       image = (xs[t][chosen[t, c]].astype(np.float64) / 255.0 - np.array(MEAN)) / np.array(STD)
       expected = image[11:21, 11:21, :].mean(axis=-1, keepdims=True)
       np.testing.assert_allclose(protos[t, c], expected, rtol=1e-5, atol=1e-6)
+
+
+def test_official_crop_position_is_rows_11_onwards_at_every_size():
+  """crop_position=official cuts [11:11+s] as the authors' code: on 32x32 with s=10 the centre
+  crop itself, on 28x28 off-centre (the centre is [9:19]); a crop that would leave the image is
+  refused."""
+  xs32, ys32 = _tasks(size=32)
+  centre = _init(xs32, ys32, size=10, channels=1, semantic_init="crop")[0]
+  official = _init(xs32, ys32, size=10, channels=1, semantic_init="crop", crop_position="official")[0]
+  np.testing.assert_array_equal(official, centre)
+  xs, ys = _tasks(size=28)
+  protos, chosen = _init(xs, ys, size=10, channels=1, semantic_init="crop", crop_position="official")
+  centred = _init(xs, ys, size=10, channels=1, semantic_init="crop")[0]
+  for t in range(2):
+    for c in range(3):
+      image = (xs[t][chosen[t, c]].astype(np.float64) / 255.0 - np.array(MEAN)) / np.array(STD)
+      np.testing.assert_allclose(protos[t, c], image[11:21, 11:21].mean(-1, keepdims=True), rtol=1e-5, atol=1e-6)
+      np.testing.assert_allclose(centred[t, c], image[9:19, 9:19].mean(-1, keepdims=True), rtol=1e-5, atol=1e-6)
+  assert prototypes.crop_origin("center", 28, 10) == 9 and prototypes.crop_origin("official", 28, 10) == 11
+  with pytest.raises(ValueError, match="leaves the 28x28 image"):
+    _init(xs, ys, size=18, channels=1, semantic_init="crop", crop_position="official")
+  _init(xs, ys, size=18, channels=1, semantic_init="crop")  # centred, 18 fits in 28
 
 
 def test_crop_init_larger_than_image_raises():

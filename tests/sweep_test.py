@@ -71,7 +71,9 @@ def test_every_local_executor_gives_the_same_runs(data, inline, tmp_path):
     assert _runs(directory) == runs, executor
   with open(os.path.join(inline, "table.md")) as f:
     table = f.read()
-  assert "| pah.lambda_sm | AA | FM | seeds done |" in table and table.count("2/2") == 2
+  assert "| pah.lambda_sm | AA | FM | plasticity | seeds done |" in table and table.count("2/2") == 2
+  for r in runs:  # plasticity: the mean of the accuracy matrix's diagonal
+    assert r["plasticity"] == pytest.approx(sum(r["accuracy_matrix"][j][j] for j in range(2)) / 2)
 
 
 def test_a_preempted_submitit_job_is_requeued_and_ends_as_an_uninterrupted_run(data, tmp_path):

@@ -33,8 +33,8 @@ def test_runs_the_sequence_on_the_same_split_and_learns(npz_path, tmp_path):
   out = tmp_path / "torch.json"
   run.main(["--config", "configs/fashion_mnist_official.py", "--seeds", "0", "--out", str(out), "--override",
             "data.name=npz", f"data.path={npz_path}", "data.num_tasks=2", "data.max_train_per_task=0",
-            "model.width=0.125", "pah.prototype_size=4", "train.batch_size=16", "train.epochs=4",
-            "optim.lr_backbone=1e-3"])
+            "data.pad_to=0", "pah.crop_position=center", "model.width=0.125", "pah.prototype_size=4",
+            "train.batch_size=16", "train.epochs=4", "optim.lr_backbone=1e-3"])
   result = json.loads(out.read_text())
   acc = np.array(result["runs"][0]["accuracy_matrix"], dtype=float)
   assert acc.shape == (2, 2) and np.isnan(acc[0, 1]) and not np.isnan(acc[1]).any()

@@ -41,8 +41,10 @@ def load_tasks(data_config, seed: int) -> TaskSequence:
 
   Args:
     data_config: the `config.data` ConfigDict (name, path, num_tasks, class_order,
-      max_train_per_task, max_test_per_task, normalization, download).
-    seed: the run's seed; orders classes (`class_order=random`) and picks subsamples.
+      max_train_per_task, max_test_per_task, normalization, download, pad_to,
+      class_order_seed).
+    seed: the run's seed; orders classes (`class_order=random`, unless `class_order_seed`
+      >= 0 does) and picks subsamples.
 
   Raises:
     UserError: a bad config value, or data that is missing or malformed.
@@ -56,6 +58,8 @@ def load_tasks(data_config, seed: int) -> TaskSequence:
       arrays = importlib.import_module(f"pah_jax.data.{name}").load(data_config)
     num_classes = NUM_CLASSES[name]
   _check_labels(arrays, num_classes, name)
+  if data_config.pad_to:
+    arrays = splits.pad_images(arrays, data_config.pad_to)
   tasks, order = splits.split_tasks(
       arrays,
       num_classes=num_classes,
@@ -64,6 +68,7 @@ def load_tasks(data_config, seed: int) -> TaskSequence:
       seed=seed,
       max_train_per_task=data_config.max_train_per_task,
       max_test_per_task=data_config.max_test_per_task,
+      order_seed=None if data_config.class_order_seed < 0 else data_config.class_order_seed,
   )
   mean, std = normalization_lib.normalization(
       name, data_config.normalization, arrays.x_train
@@ -91,6 +96,10 @@ def check_config(data_config, seed) -> None:
         f"use one of {', '.join(splits.CLASS_ORDERS)}"
     )
   normalization_lib.check_mode(data_config.normalization)
+  splits.check_pad_to(data_config.pad_to)
+  order_seed = data_config.class_order_seed
+  if not isinstance(order_seed, (int, np.integer)) or isinstance(order_seed, bool) or order_seed < -1:
+    raise UserError(f"data.class_order_seed={order_seed!r} must be an integer >= 0, or -1 (the run's seed)")
   if not isinstance(data_config.download, bool):
     raise UserError(f"data.download={data_config.download!r} must be True or False")
   if not isinstance(data_config.path, str):

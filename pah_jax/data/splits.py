@@ -99,6 +99,24 @@ def stratified_subsample(
   return np.sort(np.concatenate(chosen))
 
 
+def check_pad_to(pad_to) -> None:
+  """Raises UserError unless `data.pad_to` is an integer >= 0."""
+  if not _is_int(pad_to) or pad_to < 0:
+    raise UserError(f"data.pad_to={pad_to!r} must be an integer >= 0 (0 = no padding)")
+
+
+def pad_images(arrays: Arrays, size: int) -> Arrays:
+  """Zero-pads every image to size x size, the original in the middle (an odd margin puts the
+  extra row/column at the bottom/right). Pixel value 0 before normalisation: the background of
+  MNIST-like data, which is how the authors' code was fed 28x28 images at its 32x32 crop offsets."""
+  h, w = arrays.x_train.shape[1:3]
+  if size < h or size < w:
+    raise UserError(f"data.pad_to={size} is smaller than the {h}x{w} images; use 0 (no padding) or >= {max(h, w)}")
+  top, left = (size - h) // 2, (size - w) // 2
+  widths = ((0, 0), (top, size - h - top), (left, size - w - left), (0, 0))
+  return arrays._replace(x_train=np.pad(arrays.x_train, widths), x_test=np.pad(arrays.x_test, widths))
+
+
 def split_tasks(
     arrays: Arrays,
     *,
@@ -108,6 +126,7 @@ def split_tasks(
     seed: int,
     max_train_per_task: int = 0,
     max_test_per_task: int = 0,
+    order_seed: int | None = None,
 ) -> tuple[tuple[Task, ...], tuple[int, ...]]:
   """Splits whole train/test arrays into `num_tasks` tasks.
 
@@ -116,8 +135,9 @@ def split_tasks(
     num_classes: classes of the whole data set.
     num_tasks: tasks to cut it into (must divide num_classes).
     order: `sequential` or `random` (see `class_order`).
-    seed: seeds the random class order and the subsampling.
+    seed: seeds the subsampling, and the random class order unless `order_seed` is given.
     max_train_per_task, max_test_per_task: 0 = all, else a stratified subsample.
+    order_seed: seeds the random class order on its own, so that several seeds share one order.
 
   Returns:
     The tasks and the full class order they were cut from.
@@ -125,7 +145,7 @@ def split_tasks(
   per_task = check_num_tasks(num_classes, num_tasks)
   check_max_per_task("max_train_per_task", max_train_per_task, per_task)
   check_max_per_task("max_test_per_task", max_test_per_task, per_task)
-  permutation = class_order(num_classes, order, seed)
+  permutation = class_order(num_classes, order, seed if order_seed is None else order_seed)
   x_train, y_train, x_test, y_test = arrays
   tasks = []
   for t in range(num_tasks):

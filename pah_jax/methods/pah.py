@@ -42,7 +42,10 @@ def pah_config() -> ml_collections.ConfigDict:
   p = ml_collections.ConfigDict()
   p.prototype_size = 10  # s: prototypes are s x s images (paper ablation 5/10/16/20)
   p.prototype_init = "semantic"  # semantic | random
-  p.semantic_init = "resize"  # resize (paper: whole image resized) | crop (official: centre crop, channel mean)
+  p.semantic_init = "resize"  # resize (paper: whole image resized) | crop (official: an s x s crop, channel mean)
+  # Where the crop init cuts: center | official (rows and columns 11:11+s at every image size,
+  # as the authors' code hard-codes; the centre of a 32x32 image for s = 10, off-centre elsewhere).
+  p.crop_position = "center"
   p.prototype_channels = 0  # 0 = the data's channels; official: 1 (grey, repeated for the backbone)
   p.random_init_mean = 0.5  # official nn.Embedding init N(0.5, 0.1)
   p.random_init_std = 0.1
@@ -74,7 +77,8 @@ METHOD = Declaration(
     sections={"hypernet": hypernet_config, "pah": pah_config},
     reads=("optim.lr_hypernet", "optim.lr_prototypes"),
     choices={"hypernet.activation": ("leaky_relu", "relu", "gelu"), "pah.prototype_init": ("semantic", "random"),
-             "pah.semantic_init": ("resize", "crop"), "pah.prototype_channels": (0, 1, 3),
+             "pah.semantic_init": ("resize", "crop"), "pah.crop_position": ("center", "official"),
+             "pah.prototype_channels": (0, 1, 3),
              "pah.kl_direction": ("old_new", "new_old"), "pah.old_task_reduction": ("mean", "sum"),
              "pah.prototype_update": ("masked", "official"), "hypernet.use_bias": (False, True),
              "hypernet.head_bias": (False, True), "pah.exclude_init_images": (False, True)},
@@ -98,9 +102,12 @@ def initial_prototypes(setup):
 
   p, tasks = setup.config.pah, setup.tasks
   h, w, channels = setup.image_shape
-  if p.prototype_init == "semantic" and p.semantic_init == "crop" and p.prototype_size > min(h, w):
-    raise UserError(f"config pah.prototype_size={p.prototype_size} is larger than the {h}x{w} images "
-                    "the crop init cuts it from: lower pah.prototype_size")
+  if p.prototype_init == "semantic" and p.semantic_init == "crop":
+    first = prototypes_lib.crop_origin(p.crop_position, min(h, w), p.prototype_size)
+    if first + p.prototype_size > min(h, w):
+      raise UserError(f"config pah.prototype_size={p.prototype_size} with pah.crop_position={p.crop_position} "
+                      f"crops rows and columns {first}:{first + p.prototype_size}, outside the {h}x{w} images: "
+                      "lower pah.prototype_size, pad the images (data.pad_to) or crop at the center")
   return prototypes_lib.initial_prototypes(
       [t.x_train for t in tasks.tasks], [t.y_train for t in tasks.tasks],
       prototypes_lib.InitSettings.from_config(p, channels), num_classes=setup.num_classes, mean=setup.mean,
