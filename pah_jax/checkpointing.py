@@ -277,6 +277,16 @@ class StopRequests:
     self.signum = signum
     print(f"\n{signal.Signals(signum).name}: saving a checkpoint, then stopping (send again to stop now)", flush=True)
 
+  def agree(self) -> bool:
+    """Whether a stop was requested in any process of the run (`pah_jax.distributed`); a process
+    that got no signal takes the others' request, so all save the same checkpoint and stop.
+    Every process must call it at the same points."""
+    from pah_jax import distributed  # pylint: disable=g-import-not-at-top
+
+    if distributed.any_process(self.requested) and self.signum is None:
+      self.signum = signal.SIGTERM
+    return self.requested
+
   def raise_if_requested(self, position: Position) -> None:
     if self.signum is not None:
       raise Stopped(self.signum, f"stopped by {signal.Signals(self.signum).name} at task {position.task}, "

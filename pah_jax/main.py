@@ -1,5 +1,9 @@
 """Command line: python -m pah_jax.main --config=configs/cifar.py [--workdir=runs/cifar] [--config.key=value]
 
+Several processes (hosts) as one run: start the same command in each, under srun, mpirun or on
+a TPU slice as it is, elsewhere with --coordinator_address=HOST:PORT --num_processes=N
+--process_id=I (`pah_jax.distributed`, docs/distributed.md).
+
 (or `pah-jax ...` once the package is installed). The only module that reads flags. A mistake
 the user can fix (bad flag or config value, missing data, unusable workdir) ends with one
 `error: ...` line on stderr and exit code 2.
@@ -21,6 +25,11 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None,
                                 "Directory for checkpoints, metrics and results (default: runs/<config name>).")
+# Flags, not config keys: every process of a job runs the same config (and resume check).
+_COORDINATOR = flags.DEFINE_string("coordinator_address", None,
+                                   "Multi-process run: HOST:PORT of process 0's coordinator service.")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Multi-process run: the number of processes.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "Multi-process run: this process's index, 0..N-1.")
 
 
 def _train_parallel_seeds(config, workdir: str) -> None:
@@ -54,6 +63,9 @@ def main(argv: list[str]) -> None:
   logging.set_verbosity(logging.WARNING)
   try:
     config_check.validate(config)  # before JAX is imported: mistakes answer in a second
+    from pah_jax import distributed  # pylint: disable=g-import-not-at-top
+
+    distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
     from pah_jax import train  # pylint: disable=g-import-not-at-top
 
     train.use_compilation_cache(config.train.compilation_cache)

@@ -69,10 +69,11 @@ _said = set()
 
 def _say_once(line: str) -> None:
   """Prints `line` the first time this process builds networks with it (a run builds them once
-  per seed; the benchmark once per row)."""
+  per seed; the benchmark once per row); of a multi-process run, process 0 alone prints."""
   if line not in _said:
     _said.add(line)
-    print(line, flush=True)
+    if jax.process_index() == 0:
+      print(line, flush=True)
 
 
 def build_networks(config: ml_collections.ConfigDict, num_tasks: int, num_classes: int, *,

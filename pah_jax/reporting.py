@@ -275,18 +275,35 @@ def read_results(path):
     return json.load(f)
 
 
+class NoWriter:
+  """MetricWriter's interface, writing nothing: the processes of a multi-process run other
+  than process 0."""
+
+  def scalars(self, step, values):
+    pass
+
+  def flush(self):
+    pass
+
+  def close(self):
+    pass
+
+
 class Progress:
   """A live progress bar per task (tqdm, on stderr; none without tqdm installed) and a one-line
-  report per finished task."""
+  report per finished task; nothing with show=False (processes other than a run's process 0)."""
 
-  def __init__(self, total_tasks):
+  def __init__(self, total_tasks, show: bool = True):
     self.total_tasks = total_tasks
+    self.show = show
     self.bar = None
 
   def start_task(self, task, total_steps, done=0):
+    self.close()
+    if not self.show:
+      return
     # imported here so library users without a terminal pay nothing
     tqdm = _optional("tqdm", "no progress bar")
-    self.close()
     if tqdm is not None:
       self.bar = tqdm.tqdm(total=total_steps, initial=done, desc=f"task {task + 1}/{self.total_tasks}",
                            unit="step", dynamic_ncols=True, leave=False)
@@ -300,6 +317,8 @@ class Progress:
 
   def end_task(self, task, accuracies, summary):
     self.close()
+    if not self.show:
+      return
     accs = " ".join(f"{a:.1f}" for a in accuracies)
     print(f"task {task + 1}/{self.total_tasks} done: test accuracy [{accs}]  "
           f"AA {summary['average_accuracy']:.2f}  FM {summary['forgetting']:.2f}", flush=True)

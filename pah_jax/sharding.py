@@ -5,9 +5,11 @@ along the `data` axis. Under `jax.jit` the compiler then inserts the collectives
 gradients are summed across devices and BatchNorm's batch statistics are taken over the
 global batch, so a run on N devices computes what one device would, batch for batch.
 
-Multi-host (several machines): call `jax.distributed.initialize()` before the first JAX call
-in each process (e.g. at the top of `pah_jax.main`); `jax.devices()` then lists every host's
-devices and the same mesh spans them.
+Several processes (hosts): once `pah_jax.distributed.initialize` has joined the job,
+`jax.devices()` lists every process's devices and the same mesh spans them. Each process holds
+the replicated arrays on its own devices and computes its devices' part of every global batch,
+which it gathers by index from its copy of the task's data: no process ever builds another's
+part, and the global batch is exactly the single-process one.
 """
 
 import jax

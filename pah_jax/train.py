@@ -21,6 +21,7 @@ import numpy as np
 from pah_jax import checkpointing
 from pah_jax import config_check
 from pah_jax import data as data_lib
+from pah_jax import distributed
 from pah_jax import errors
 from pah_jax import images as images_lib
 from pah_jax import methods
@@ -385,8 +386,9 @@ def train_seeds(config: ml_collections.ConfigDict, seeds, workdirs) -> list[dict
   with contextlib.ExitStack() as context:
     ckpts = [context.enter_context(checkpointing.Checkpointer(w, keep=config.train.keep_checkpoints))
              for w in workdirs]
-    for ckpt in ckpts:
-      context.enter_context(ckpt.locked())
+    if distributed.is_main():  # one lock per workdir, held by the process that writes its files
+      for ckpt in ckpts:
+        context.enter_context(ckpt.locked())
     stop = context.enter_context(checkpointing.StopRequests())
     metas = [ckpt.latest_meta() for ckpt in ckpts]
     for meta, c in zip(metas, configs):
@@ -458,6 +460,9 @@ def _train(configs: list, ckpts: list, metas: list, stop: checkpointing.StopRequ
   if config.train.batch_size % mesh.size:
     raise errors.UserError(f"config train.batch_size={config.train.batch_size} must be divisible by the "
                            f"{mesh.size} devices, which split every batch")
+  if distributed.process_count() > 1 and distributed.is_main():
+    print(f"{distributed.process_count()} processes, {mesh.size} devices: each batch of {config.train.batch_size} "
+          "split over all of them", flush=True)
   states = [sharding.replicate(create_state(m, c), mesh) for m, c in zip(methods_, configs)]
   acc = np.full((seeds.n, k_tasks, k_tasks), np.nan)
   position = checkpointing.Position(task=0, epoch=0, batch=0)
@@ -485,8 +490,11 @@ def _train(configs: list, ckpts: list, metas: list, stop: checkpointing.StopRequ
       train_chunk=make_train_chunk(step, config.train.batch_size, compiled, method.metric_names,
                                    seeds=seeds.n > 1),
       evaluate=make_evaluate(method.logits, eval_settings(config, method), tasks[0].mean, tasks[0].std, mesh),
-      mesh=mesh, ckpts=ckpts, writers=[reporting.MetricWriter(ck.tensorboard_dir) for ck in ckpts],
-      progress=reporting.Progress(k_tasks), stop=stop, seconds=lambda: seconds_before + time.time() - started)
+      mesh=mesh, ckpts=ckpts,
+      writers=[reporting.MetricWriter(ck.tensorboard_dir) if distributed.is_main() else reporting.NoWriter()
+               for ck in ckpts],
+      progress=reporting.Progress(k_tasks, show=distributed.is_main()), stop=stop,
+      seconds=lambda: seconds_before + time.time() - started)
   try:
     for task_id in range(position.task, k_tasks):
       if not run.num_train(task_id):  # joint training: nothing to train or score before the last task
@@ -507,6 +515,7 @@ def _train(configs: list, ckpts: list, metas: list, stop: checkpointing.StopRequ
       del per_seed
       position = checkpointing.Position(task=task_id + 1, epoch=0, batch=0)
       run.save(state, position, acc)
+      stop.agree()
       stop.raise_if_requested(position)
   finally:
     run.progress.close()
@@ -542,15 +551,18 @@ def task_scalars(acc: np.ndarray, task_id: int, summary: dict) -> dict:
 
 def write_results(ckpt: checkpointing.Checkpointer, config, tasks: data_lib.TaskSequence, acc: np.ndarray,
                   seconds: float, show: bool = True) -> dict:
-  """results.json and the plots of a finished run; prints the final table (with `show`)."""
+  """results.json and the plots of a finished run (process 0 writes them, every process reads
+  them back); prints the final table (with `show`)."""
   summary = metrics_lib.summarize(acc)
-  extra = {"class_order": list(tasks.class_order), "num_tasks": len(tasks.tasks),
-           "classes_per_task": tasks.num_classes_per_task, "method": config.method}
-  reporting.write_results_json(ckpt.results_path, acc, summary, config, seconds, extra=extra)
-  reporting.plot_accuracy_matrix(ckpt.path("accuracy_matrix.png"), acc)
-  reporting.plot_task_curves(ckpt.path("task_accuracy.png"), acc)
-  if show:
-    print(reporting.format_table(acc, summary))
+  if distributed.is_main():
+    extra = {"class_order": list(tasks.class_order), "num_tasks": len(tasks.tasks),
+             "classes_per_task": tasks.num_classes_per_task, "method": config.method}
+    reporting.write_results_json(ckpt.results_path, acc, summary, config, seconds, extra=extra)
+    reporting.plot_accuracy_matrix(ckpt.path("accuracy_matrix.png"), acc)
+    reporting.plot_task_curves(ckpt.path("task_accuracy.png"), acc)
+    if show:
+      print(reporting.format_table(acc, summary))
+  distributed.barrier(f"results {ckpt.workdir}")
   return reporting.read_results(ckpt.results_path)
 
 
@@ -596,7 +608,7 @@ def _train_task(run: _Run, state: TrainState, task_id: int, position: checkpoint
       w.scalars(step, {f"train/{k}": float(seeds.split(v)[i]) for k, v in chunk_metrics.items()}
                 | {rate_name: rate, "train/task": task_id})
     run.progress.advance(n, epoch, {k: float(np.mean(v)) for k, v in chunk_metrics.items()})
-    if done < total and ((every and step % every == 0) or run.stop.requested):
+    if done < total and ((every and step % every == 0) or run.stop.agree()):
       here = checkpointing.Position(task_id, *divmod(done, steps_per_epoch))
       run.save(state, here, acc)
       run.stop.raise_if_requested(here)
