@@ -52,6 +52,7 @@ setup-latest: $(VENV_LATEST)/.installed data
 
 lint: $(VENV)/.installed
 	$(PY) -m ruff check .
+	$(PY) -m experiments.report --check
 
 test-locked: setup
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -48,8 +48,8 @@ def get_config() -> ml_collections.ConfigDict:
   # BatchNorm outside the training forward (teacher, prototype passes, evaluation):
   # batch = batch statistics (the official code never calls model.eval());
   # running = running statistics, updated only by the current model's training batches.
-  # Measured on Split-FashionMNIST 5x2 (README): running statistics lose old tasks (AA 87.96,
-  # FM 12.83) although prototype and teacher passes never touch them; batch: AA 96.63, FM 2.06.
+  # Running statistics lose old tasks on Split-FashionMNIST 5x2 although prototype and teacher
+  # passes never update them (docs/reproducing.md, "BatchNorm statistics").
   m.batch_norm = "batch"
   # Per-pass overrides of batch_norm ("" = as batch_norm): the teacher's pass on the current
   # images, the prototype passes f(p | j) of student and teacher, test-set evaluation.

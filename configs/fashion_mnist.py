@@ -5,7 +5,7 @@
 Data: the original IDX .gz files in data.path (default: Debian's dataset-fashion-mnist,
 /usr/share/datasets/fashion-mnist). 2000 training images per task (stratified), all 2000
 test images per task, ResNet-18 `cifar` stem at width 0.25 (feature 128), 2 epochs, batch 64:
-the setting of the calibration runs of the authors' code (README, Quick start).
+the setting of the calibration runs of the authors' code (docs/reproducing.md).
 
 Learning rates tuned for PAH on seed 100 (not a table seed): backbone 3e-4, hypernetwork 1e-4
 (the official AdamW groups use 1e-4 and 1e-3). The paper does not state its optimiser, and at

@@ -26,7 +26,7 @@ line's `--config.KEY=VALUE` (pah_jax/overrides.py).
 
 With --sequence it also times a whole K-task PAH sequence (pah_jax.train.train_and_evaluate,
 official preset) on synthetic CIFAR-shaped data (or real CIFAR-100 with --cifar-data-dir).
-BENCHMARKS.md has the figures, the machines and the commands.
+docs/performance.md has the figures, the machines and the commands.
 """
 
 import argparse

@@ -1,4 +1,4 @@
-"""One prepared check of pah_jax on one GPU: every figure BENCHMARKS.md asks a GPU for, in one command.
+"""One prepared check of pah_jax on one GPU: every figure docs/performance.md asks a GPU for, in one command.
 
   python -m experiments.gpu_check --out gpu_check.json [--budget-s 420] [--wheels DIR]
   python -m experiments.gpu_check --smoke --out /tmp/gpu_check_smoke.json   # toy sizes, CPU, < 2 min
@@ -87,7 +87,7 @@ FULL = {
     },
     "torch": {"batch_size": 64, "stem": "imagenet", "dtype": "float32", "steps": 10, "warmup": 2, "repeats": 3},
     "parallel_seeds": {"seeds": 4, "tasks": 3},
-    # Rough costs on one H100/H200 (compiles included), from the H100 runs in BENCHMARKS.md: a
+    # Rough costs on one H100/H200 (compiles included), from the H100 runs in docs/performance.md: a
     # measurement starts only if this much of the budget is left. The training runs stop
     # themselves at the budget, so theirs is the least that still gives a later task's time.
     "estimates_s": {"sequence": 110, "steps:imagenet_fp32": 35, "steps:cifar_bf16": 45, "torch": 35,
@@ -210,7 +210,7 @@ def _get(d, *keys):
 
 
 def benchmarks_row(d: dict) -> str:
-  """The line this run adds to BENCHMARKS.md's "GPU check" table."""
+  """The line this run adds to docs/performance.md's "GPU check" table."""
   v, sq = d.get("versions", {}), d.get("sequence") or {}
   cuda = v.get("cuda", {}) or {}
 
@@ -307,7 +307,7 @@ def markdown(d: dict) -> str:
     lines.append(f"- skipped {s['measurement']}: {s['reason']}")
   for e in d.get("errors", []):
     lines.append(f"- **failed** {e['measurement']}: {e['error']}")
-  lines += ["", "BENCHMARKS.md row:", "", d.get("benchmarks_row", "")]
+  lines += ["", "docs/performance.md row:", "", d.get("benchmarks_row", "")]
   return "\n".join(lines) + "\n"
 
 
@@ -792,7 +792,7 @@ def torch_versions() -> dict:
 
 def main(argv=None) -> int:
   args = parse_args(argv)
-  # Room for PyTorch next to JAX in one process (as the H100 runs in BENCHMARKS.md): JAX
+  # Room for PyTorch next to JAX in one process (as the H100 runs in docs/performance.md): JAX
   # allocates as it needs instead of taking 75% of the device at start.
   os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
   if args.smoke:

@@ -21,7 +21,8 @@ a rerun resumes what is unfinished and re-reads what is done, the suite may be r
 (--settings, --entries), and the runs go to any executor (inline, local, submitit-local, slurm)
 as in experiments.paper_tables. Writes <workdir>/suite.md (AA, FM and plasticity per setting and
 entry, mean ± std over seeds, wall time) and suite.json (every run's accuracy matrix),
-rewritten after every run.
+rewritten after every run; `--table NAME` names them NAME.md / NAME.json instead, so a factor
+study keeps its own table while sharing the runs.
 
 Plasticity = mean_j R[j][j], the accuracy on each task right after learning it
 (`pah_jax.metrics.plasticity`): next to FM it says whether a method loses accuracy by learning
@@ -169,6 +170,8 @@ def main(argv=None) -> int:
                       help="one factor at a time: a row per value of KEY for every entry")
   parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="seeds (default: 0 1 2)")
   parser.add_argument("--workdir", default="runs/suite", help="runs and tables (default: runs/suite)")
+  parser.add_argument("--table", default="suite",
+                      help="the tables' name: <workdir>/<table>.md and .json (default: suite); runs are shared")
   parser.add_argument("--override", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
                       help="config changes for every run, e.g. data.path=/data/fashion-mnist")
   parser.add_argument("--compile-cache", default=None,
@@ -193,7 +196,7 @@ def run(args, command: str) -> int:
   changes = [(key, value) for key, values in pt.parse_only(base, args.vary).items() for value in values]
   rows = [make_row(base, s, e, args.seeds, args.workdir, change) for s in settings for e in entries
           for change in [()] + [c for c in changes if not config_check.unread_by(e.method, c[0], base)]]
-  write = lambda: pt._write(args.workdir, "suite", suite_markdown(rows, settings, command, args.seeds, applied),
+  write = lambda: pt._write(args.workdir, args.table, suite_markdown(rows, settings, command, args.seeds, applied),
                             suite_json(rows, command))
   finished = pt.execute(rows, write, args)
   print(f"tables in {args.workdir} ({pt.fmt_seconds(time.time() - started)})")

@@ -1,7 +1,7 @@
 """A PyTorch reference of the official PAH train step, for `experiments/benchmark.py` only.
 
 Written from the method's specification (the paper's equations and the authors' code's
-choices listed in the README's "Presets"), not from the authors' code. It reproduces what
+choices listed in docs/design.md), not from the authors' code. It reproduces what
 makes the official step expensive, so that the benchmark compares pah_jax against the algorithm as the authors run it:
 
 - the whole model (backbone, hypernetwork, prototypes) stays in train mode: BatchNorm uses

@@ -46,7 +46,7 @@ def small_map_conv(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dil
 
   Why: a 3x3 convolution with padding 1 over a 1x1 map multiplies 8 of its 9 taps by padding
   zeros, and over a 2x2 map 5 of 9 per position. XLA's CPU convolutions compute them all, and
-  slowly at these sizes (BENCHMARKS.md: the PAH step at width 1.0 went from 1459 to 283 ms).
+  slowly at these sizes (docs/performance.md: the PAH step at width 1.0 went from 1459 to 283 ms).
   ResNet-18 with the `imagenet` stem meets such maps in stages 3-4 on 32x32 images and from
   stage 2 on on 10x10 prototypes. Here every (input position p, output position q) pair gets
   the one kernel tap that links them (zeros where none does), and the layer is
@@ -81,7 +81,7 @@ def small_map_conv(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dil
 SMALL_MAP_CONVS = {"matmul": small_map_conv, "conv": None}
 # What model.small_map_convs = "auto" runs on each JAX backend. "matmul" only where it was
 # measured faster (CPU: 1.6-3.3x faster fine-tune steps, 5.2x faster PAH steps at width 1.0,
-# BENCHMARKS.md); "conv" everywhere else until a measurement there says otherwise.
+# docs/performance.md); "conv" everywhere else until a measurement there says otherwise.
 AUTO_SMALL_MAP_CONVS = {"cpu": "matmul"}
 
 

@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-# The keys results.json must carry (README, "Command line and outputs"); `extra` may not overwrite them.
+# The keys results.json must carry (docs/cli.md, "The workdir"); `extra` may not overwrite them.
 _RESULT_KEYS = ("accuracy_matrix", "average_accuracy", "forgetting", "bwt", "config",
                 "seconds")
 

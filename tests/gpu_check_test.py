@@ -124,7 +124,7 @@ def test_smoke_measures_everything_and_writes_json_and_markdown(tmp_path):
   assert ps["seeds"] == 4 and ps["stopped_by"] == "planned" and len(ps["per_task_seconds"]) == 2
   assert ps["later_task_time_ratio"] > 0 and ps["seed_tasks_per_second_gain"] > 0
   assert ps["one_seed_per_task_seconds"] == sq["per_task_seconds"][:2]
-  # The Markdown summary beside the JSON, with the row for BENCHMARKS.md.
+  # The Markdown summary beside the JSON, with the row for docs/performance.md.
   md = (tmp_path / "check.md").read_text()
   assert "# pah_jax GPU check (smoke" in md and d["benchmarks_row"] in md
   assert d["benchmarks_row"].startswith(f"| {d['started_utc'][:10]} (smoke) |")

@@ -1,4 +1,4 @@
-"""A user's own data set as one `.npz` file (README, "Configs").
+"""A user's own data set as one `.npz` file (docs/reproducing.md, "Data").
 
 Arrays: `x_train`, `x_test` uint8 (N, H, W) or (N, H, W, C) with C in {1, 3}; `y_train`,
 `y_test` integer (N,). The classes are 0..max(y_train), each present in `y_train`.
