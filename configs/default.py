@@ -21,12 +21,14 @@ def get_config() -> ml_collections.ConfigDict:
 
   c.data = d = ml_collections.ConfigDict()
   d.name = "cifar100"  # cifar100 | tiny_imagenet | fashion_mnist | npz
-  d.path = ""  # TFDS data_dir (manual files under <path>/downloads/manual), IDX dir, or .npz file
-  d.num_tasks = 10
+  # TFDS data_dir (manual files under <path>/downloads/manual), the Fashion-MNIST IDX folder, or
+  # the .npz file; "" = TFDS's default data_dir (Fashion-MNIST: Debian's dataset-fashion-mnist).
+  d.path = ""
+  d.num_tasks = 10  # K: must divide the data set's classes (C = classes / K per task)
   d.class_order = "sequential"  # sequential (paper, official code) | random (seeded by `seed`)
-  d.class_order_seed = -1  # >= 0: seeds the random class order instead, one order for every seed
+  d.class_order_seed = -1  # with class_order=random and >= 0: one order from this seed for every run seed
   d.max_train_per_task = 0  # 0 = all; otherwise a stratified subsample
-  d.max_test_per_task = 0
+  d.max_test_per_task = 0  # 0 = all test images of the task's classes
   # > 0: zero-pad every image to pad_to x pad_to (before normalisation; 28 -> 32 is how the
   # authors' code was fed Fashion-MNIST). 0 = the images as they are.
   d.pad_to = 0
@@ -68,30 +70,32 @@ def get_config() -> ml_collections.ConfigDict:
 
   c.optim = o = ml_collections.ConfigDict()
   o.lr_backbone = 1e-4  # official AdamW groups
-  o.lr_hypernet = 1e-3
+  o.lr_hypernet = 1e-3  # the hypernetwork (pah, hnet)
   o.lr_prototypes = 1e-3  # also hnet's task embeddings
   o.lr_heads = 1e-3  # the stored per-task heads of the baselines
   o.weight_decay = 0.01  # official: PyTorch's AdamW default (its configured decay is ignored)
-  o.b1 = 0.9
+  o.b1 = 0.9  # Adam's moment decay rates and epsilon (PyTorch's defaults, as the official code)
   o.b2 = 0.999
   o.eps = 1e-8
 
   c.train = t = ml_collections.ConfigDict()
-  t.epochs = 15
-  t.batch_size = 64
+  t.epochs = 15  # per task (official code)
+  t.batch_size = 64  # global: split over every device of every process
   t.eval_accuracy = "examples"  # examples | batch_mean (official: mean of per-batch accuracies)
   t.eval_batch_size = 500  # running-statistics evaluation only; batch mode evaluates at batch_size
   t.augment = False  # random crop (pad 4) + horizontal flip, on device
   # auto: compiled epoch loops on GPU/TPU, per-step jit calls on CPU (XLA:CPU runs convolutions
-  # in rolled loops ~15x slower) | compiled | python
+  # in rolled loops several times slower: docs/performance.md) | compiled | python
   t.loop = "auto"
+  # Steps per chunk (capped at one epoch): metrics are logged, and a stop request honoured
+  # (after a checkpoint), at chunk ends.
   t.log_every_steps = 50
   # >1: seeds seed, seed+1, ... trained as one vmapped program (pah_jax/train.py, train_seeds),
   # each writing <workdir>/seed_<n> as its separate run would.
   t.parallel_seeds = 1
   t.checkpoint_every_steps = 0  # 0 = only at task ends; otherwise also every N steps inside a task
-  t.keep_checkpoints = 2
+  t.keep_checkpoints = 2  # the newest N checkpoints are kept
   # Compiled XLA programs the command line keeps on disk across runs ("" = off): a rerun, a
-  # resume or another seed of the same config skips its compiles (a toy first task: 12.1 -> 3.6 s).
+  # resume or another seed of the same config skips its compiles (docs/performance.md).
   t.compilation_cache = "~/.cache/pah_jax/xla"
   return c

@@ -40,10 +40,28 @@ def let_config_imports_resolve(path: str) -> None:
       sys.path.insert(0, root)
 
 
-def parse_flags(argv: list[str], flag_values: flags.FlagValues | None = None) -> None:
+def print_help(usage: str, flag_values: flags.FlagValues) -> None:
+  """--help: the entry point's usage text and its own flags (config keys: configs/default.py)."""
+  print(usage.strip() + "\n\nflags:")
+  logging_flags = {f.name for f in flag_values.flags_by_module_dict().get("absl.logging", [])}
+  seen = set(logging_flags)
+  for name, flag in sorted(flag_values._flags().items()):  # pylint: disable=protected-access
+    if flag.name in seen or name != flag.name or flag.name.startswith("config.") or flag.name.startswith("?"):
+      continue
+    seen.add(flag.name)
+    if flag.name in ("help", "helpfull", "helpshort", "helpxml", "flagfile", "undefok"):
+      continue
+    print(f"  --{flag.name}: {flag.help}")
+  print("  --config.KEY=VALUE: any config key (configs/default.py lists them, docs/cli.md explains them)")
+
+
+def parse_flags(argv: list[str], flag_values: flags.FlagValues | None = None, usage: str = "") -> None:
   """Parses argv into absl's flags (the config file included), or into the entry point's own
   `flag_values`; a bad flag, config key or value, or a config file that fails to load, ends
-  with one error line."""
+  with one error line. --help (-h) prints `usage` and the flags and exits 0."""
+  if any(a in ("--help", "-h", "--helpfull") for a in argv[1:]):
+    print_help(usage, flags.FLAGS if flag_values is None else flag_values)
+    sys.exit(0)
   path = config_path(argv)
   if path is not None:
     if not os.path.isfile(path):

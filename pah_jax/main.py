@@ -1,12 +1,12 @@
 """Command line: python -m pah_jax.main --config=configs/cifar.py [--workdir=runs/cifar] [--config.key=value]
 
+(or `pah-jax ...` once the package is installed). The only module that reads flags. A mistake
+the user can fix (bad flag or config value, missing data, unusable workdir) ends with one
+`error: ...` line on stderr and exit code 2. A rerun with the same workdir resumes.
+
 Several processes (hosts) as one run: start the same command in each, under srun, mpirun or on
 a TPU slice as it is, elsewhere with --coordinator_address=HOST:PORT --num_processes=N
 --process_id=I (`pah_jax.distributed`, docs/distributed.md).
-
-(or `pah-jax ...` once the package is installed). The only module that reads flags. A mistake
-the user can fix (bad flag or config value, missing data, unusable workdir) ends with one
-`error: ...` line on stderr and exit code 2.
 """
 
 import os
@@ -52,7 +52,7 @@ def default_workdir(config_path: str) -> str:
 
 
 def main(argv: list[str]) -> None:
-  cli.parse_flags(argv)
+  cli.parse_flags(argv, usage=__doc__)
   config = _CONFIG.value
   if config is None:
     cli.fail("--config is required, e.g. --config=configs/fashion_mnist.py")

@@ -559,7 +559,7 @@ def _job(spec: str) -> None:
 
 
 def main(argv: list[str]) -> None:
-  cli.parse_flags(argv, _FLAGS)
+  cli.parse_flags(argv, _FLAGS, usage=__doc__)
   try:
     if not _WORKDIR.value:
       raise UserError("--workdir is required: the sweep's directory")

@@ -46,6 +46,15 @@ def test_bad_config_values(override, fragment, tmp_path):
   assert_user_error(run_cli(FASHION, f"--workdir={tmp_path}/w", override), fragment)
 
 
+def test_help_prints_the_usage_and_the_flags_and_exits_0():
+  proc = run_cli("--help")
+  assert proc.returncode == 0, proc.stderr
+  assert proc.stdout.startswith("Command line: python -m pah_jax.main")
+  for flag in ("--config", "--workdir", "--coordinator_address", "--num_processes", "--process_id"):
+    assert f"  {flag}: " in proc.stdout
+  assert "--verbosity" not in proc.stdout  # absl's logging flags are not ours to explain
+
+
 def test_missing_flags_and_files(tmp_path):
   # No --workdir: runs/<config name> under the current directory, here unusable (a file).
   (tmp_path / "runs").write_text("")
