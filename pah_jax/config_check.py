@@ -61,7 +61,8 @@ RESUME_FREE_KEYS = ("train.log_every_steps", "train.parallel_seeds", "train.keep
 # did: a saved config without the key counts as having that value.
 ADDED_KEYS = {"pah.lambda_hp": 0.0, "model.conv_init": "torchvision", "joint.eval_batch_norm": "",
               "train.compilation_cache": "", "model.small_map_convs": "conv", "data.pad_to": 0,
-              "data.class_order_seed": -1, "pah.crop_position": "center"}
+              "data.class_order_seed": -1, "pah.crop_position": "center",
+              "pah.lambda_fd": 0.0}
 
 
 def _resolve_small_map_convs(value):

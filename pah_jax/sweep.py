@@ -150,6 +150,7 @@ class Sweep:
     import ml_collections  # pylint: disable=g-import-not-at-top
 
     config = ml_collections.ConfigDict(self.config)
+    _add_missing_keys(config)
     for key, value in point.values:
       _set(config, key, value)
     config.seed = seed
@@ -168,6 +169,18 @@ class Sweep:
       m = json.load(f)
     return cls(directory, m["config"], tuple((k, tuple(v)) for k, v in m["grid"]), tuple(m["seeds"]),
                m.get("parallel_seeds", False))
+
+
+def _add_missing_keys(config) -> None:
+  """Keys added to pah_jax after the sweep recorded its config get the value that reproduces
+  what its earlier runs did (config_check.ADDED_KEYS), so a new run of an old sweep builds."""
+  for key, value in config_check.ADDED_KEYS.items():
+    *parents, leaf = key.split(".")
+    node = config
+    for part in parents:
+      node = node.get(part) if node is not None and part in node else None
+    if node is not None and leaf not in node:
+      node[leaf] = value
 
 
 def _set(config, key: str, value) -> None:

@@ -388,6 +388,39 @@ def test_prototype_classification_term_moves_only_the_current_prototypes():
   np.testing.assert_array_equal(p_off[2:], p_on[2:])
 
 
+def test_feature_distillation_is_the_mean_squared_feature_distance_from_the_second_task_on():
+  """pah.lambda_fd (beyond the paper): phase 1 adds lambda_fd * mean ||f_new(x) - f_old(x)||^2
+  over the current images. At task 0 it adds nothing; at task 1, with an old model that differs
+  from the current one, the loss grows by exactly lambda_fd times that distance."""
+  protos, state = _tiny()
+  nets, config = _nets("batch"), _config("batch")
+  settings = base.settings(config.pah)
+  assert settings.lambda_fd == 0.0  # off by default
+  begin_task = jit(pah_method.make_begin_task(nets))
+  x, y = _images(seed=2)
+  images = images_lib.normalize(x, MEAN, STD)
+  s0 = begin_task(state, 0)
+  s1 = s0.replace(extra={**s0.extra, "old_params": _perturbed(s0.params)})
+
+  @functools.partial(jit, static_argnums=2)
+  def loss(state, task_id, lambda_fd):
+    (value, _), _ = pah_method.main_phase(nets, settings.replace(lambda_fd=lambda_fd), state, images, y, task_id)
+    return value
+
+  @jit
+  def distance(state):
+    new, _ = networks.backbone_features(nets, state.params["backbone"], state.batch_stats, images,
+                                        batch_statistics=True)
+    old, _ = networks.backbone_features(nets, state.extra["old_params"]["backbone"], state.extra["old_batch_stats"],
+                                        images, batch_statistics=True)
+    return jnp.mean(jnp.square(new - old))
+
+  d = float(distance(s1))
+  assert d > 1e-4
+  assert float(loss(s1, 0, 2.0)) == pytest.approx(float(loss(s1, 0, 0.0)), rel=1e-6)
+  assert float(loss(s1, 1, 2.0)) - float(loss(s1, 1, 0.0)) == pytest.approx(2.0 * d, rel=1e-4)
+
+
 @pytest.mark.parametrize("batch_norm", ["batch", "running"])
 def test_train_step_running_stats_only_from_training_batch(batch_norm):
   """The step's new running statistics are those of the current model's training forward on the

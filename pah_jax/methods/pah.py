@@ -56,6 +56,11 @@ def pah_config() -> ml_collections.ConfigDict:
   # generated head (the official code's weight_hard_loss_prototypes, 0 in its configs);
   # updates only the prototypes, beside L_sp. 0 = off (paper and official presets).
   p.lambda_hp = 0.0
+  # Beyond the paper: L_fd, the mean squared distance between the backbone's features of the
+  # current images under the current and the frozen old model (from the second task on), added
+  # to phase 1: stability on the backbone itself, where L_sm constrains only its projections
+  # through the old heads. 0 = off (paper and official presets).
+  p.lambda_fd = 0.0
   p.temperature = 2.0  # T of eq. 4-5, loss scaled by T^2
   p.kl_direction = "old_new"  # old_new = KL(old || new) (paper) | new_old (official code)
   p.old_task_reduction = "mean"  # mean over j < k (paper) | sum (official code)
@@ -86,6 +91,7 @@ METHOD = Declaration(
             "hypernet.last_layer_scale": (0.0, None, True), "pah.prototype_size": (1, 512, False),
             "pah.random_init_std": (0.0, None, False), "pah.lambda_sm": (0.0, None, False),
             "pah.lambda_sp": (0.0, None, False), "pah.lambda_hp": (0.0, None, False),
+            "pah.lambda_fd": (0.0, None, False),
             "pah.temperature": (0.0, None, True)},
     check=check,
 )
@@ -142,8 +148,8 @@ def distillation(s):
 
 
 def main_phase(nets, s, state, images, labels, task_id):
-  """Loss and gradient of L_hm + lambda_sm L_sm w.r.t. every parameter (phase 1; `s`: the pah
-  settings). Returns ((loss, (batch_stats, l_hm, l_sm, accuracy)), grads)."""
+  """Loss and gradient of L_hm + lambda_sm L_sm (+ lambda_fd L_fd) w.r.t. every parameter
+  (phase 1; `s`: the pah settings). Returns ((loss, (batch_stats, l_hm, l_sm, accuracy)), grads)."""
   import jax
   import jax.numpy as jnp
 
@@ -153,17 +159,28 @@ def main_phase(nets, s, state, images, labels, task_id):
   distill = distillation(s)
   old = state.extra
   old_mask = jnp.arange(nets.num_tasks) < task_id
+  feature_distillation = s.lambda_fd > 0
   # Teacher: the frozen old model on the current images, all old heads from one pass.
-  teacher_logits, _ = networks.image_logits(nets, old["old_params"], old["old_batch_stats"], images,
-                                            batch_statistics=nets.teacher_batch_stats)
+  teacher_features, _ = networks.backbone_features(nets, old["old_params"]["backbone"], old["old_batch_stats"],
+                                                   images, batch_statistics=nets.teacher_batch_stats)
+  teacher_logits = networks.apply_heads(
+      teacher_features, *networks.generate_heads(nets, old["old_params"]["hypernet"],
+                                                 networks.task_codes(old["old_params"])))
 
   def main_loss(params):
-    logits, new_stats = networks.image_logits(nets, params, state.batch_stats, images, batch_statistics=True)
+    features, new_stats = networks.backbone_features(nets, params["backbone"], state.batch_stats, images,
+                                                     batch_statistics=True)
+    logits = networks.apply_heads(features, *networks.generate_heads(nets, params["hypernet"],
+                                                                     networks.task_codes(params)))
     current = logits[task_id]
     l_hm = losses.cross_entropy(current, labels)
     l_sm = distill(logits, teacher_logits, old_mask)
     accuracy = jnp.mean(jnp.argmax(current, -1) == labels)
-    return l_hm + s.lambda_sm * l_sm, (new_stats, l_hm, l_sm, accuracy)
+    loss = l_hm + s.lambda_sm * l_sm
+    if feature_distillation:  # off: phase 1 is exactly L_hm + lambda_sm L_sm
+      l_fd = jnp.where(task_id > 0, jnp.mean(jnp.square(features - teacher_features)), 0.0)
+      loss = loss + s.lambda_fd * l_fd
+    return loss, (new_stats, l_hm, l_sm, accuracy)
 
   return jax.value_and_grad(main_loss, has_aux=True)(state.params)
 
