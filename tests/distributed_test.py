@@ -18,7 +18,7 @@ from pah_jax.errors import UserError
 from tests.conftest import make_npz
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-STEPS_PER_TASK = 18  # 96 training images per task, batch 16: 6 steps per epoch, 3 epochs
+STEPS_PER_TASK = 12  # 96 training images per task, batch 16: 6 steps per epoch, 2 epochs
 
 
 def _free_port() -> int:
@@ -30,7 +30,7 @@ def _free_port() -> int:
 def _command(npz, workdir, cache, *extra):
   return [sys.executable, "-m", "pah_jax.main", "--config=configs/default.py", f"--workdir={workdir}",
           "--config.data.name=npz", f"--config.data.path={npz}", "--config.data.num_tasks=2",
-          "--config.model.width=0.125", "--config.pah.prototype_size=4", "--config.train.epochs=3",
+          "--config.model.width=0.125", "--config.pah.prototype_size=4", "--config.train.epochs=2",
           "--config.train.batch_size=16", "--config.train.eval_batch_size=32", "--config.train.log_every_steps=1",
           "--config.train.checkpoint_every_steps=4", f"--config.train.compilation_cache={cache}", *extra]
 
