@@ -43,9 +43,9 @@ def get_config() -> ml_collections.ConfigDict:
   m.conv_init = "torchvision"
   # Convolutions over maps with fewer positions than the kernel has taps (imagenet stem: stages
   # 3-4 of 32x32 images, most of a 10x10 prototype's pass): matmul = one matrix product that
-  # skips the taps on padding zeros (same function, 1.6-3.3x faster fine-tune steps on a CPU) |
-  # conv = as convolutions (pah_jax before this switch) | auto = matmul on CPU, conv on
-  # GPU/TPU (not measured there yet); a run prints the choice once.
+  # skips the taps on padding zeros (the same function, faster on a CPU: docs/performance.md) |
+  # conv = every layer a convolution | auto = matmul on CPU, conv on GPU/TPU (until measured
+  # there); a run prints the choice once.
   m.small_map_convs = "auto"
   # BatchNorm outside the training forward (teacher, prototype passes, evaluation):
   # batch = batch statistics (the official code never calls model.eval());

@@ -11,10 +11,10 @@ workdir/
 Checkpoints are written by Orbax atomically (a temporary directory renamed when complete),
 synchronously, so a finished task's checkpoint is on disk before the next task starts.
 
-Why packed: Orbax pays about 1.3 ms of work per array (measured on a 2-core CPU: 0.45 s for 345
-arrays of 80 kB, 0.03 s for one array of their total size), and a PAH state has about 350
-arrays (parameters, two optimiser states, the frozen old model). One array per dtype makes a
-checkpoint cost its bytes, written uncompressed. `read_state` unpacks a checkpoint without a
+Why packed: Orbax's cost grows with the number of arrays, not only their bytes, and a PAH state
+has about 350 arrays (parameters, two optimiser states, the frozen old model). One array per
+dtype makes a checkpoint cost its bytes, written uncompressed (docs/performance.md, "Before
+checkpoint packing"). `read_state` unpacks a checkpoint without a
 template.
 """
 

@@ -80,8 +80,8 @@ def small_map_conv(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dil
 
 SMALL_MAP_CONVS = {"matmul": small_map_conv, "conv": None}
 # What model.small_map_convs = "auto" runs on each JAX backend. "matmul" only where it was
-# measured faster (CPU: 1.6-3.3x faster fine-tune steps, 5.2x faster PAH steps at width 1.0,
-# docs/performance.md); "conv" everywhere else until a measurement there says otherwise.
+# measured faster (the CPU: docs/performance.md); "conv" everywhere else until a measurement
+# there says otherwise.
 AUTO_SMALL_MAP_CONVS = {"cpu": "matmul"}
 
 

@@ -90,10 +90,9 @@ def use_compiled_loops(loop: str) -> bool:
   """Whether epochs and evaluation run as compiled loops (`lax.fori_loop` / `lax.map`).
 
   On GPU and TPU a compiled loop removes all per-step Python and host work. XLA's CPU backend,
-  however, runs convolutions inside a rolled loop 4.7-15x slower than the same step compiled
-  alone (measured on 2 cores: 4 s vs 0.28 s, 522 ms vs 110 ms, and 275 ms vs 30 ms with small
-  maps as matrix products, for ResNet-18 width-0.25 PAH steps), so "auto" drives steps from
-  Python on CPU; the data stay device-resident.
+  however, runs convolutions inside a rolled loop several times slower than the same step
+  compiled alone (docs/performance.md, "How the training path runs"), so "auto" drives steps
+  from Python on CPU; the data stay device-resident.
   """
   if loop == "auto":
     return jax.default_backend() != "cpu"
