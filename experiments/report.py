@@ -176,6 +176,23 @@ def suite() -> str:
   return "\n\n".join(parts)
 
 
+def factors() -> str:
+  """PAH one factor at a time on one suite setting: each change against the base row."""
+  d = _load("fmnist_factors.json")
+  rows = d["rows"]
+  base = next(r for r in rows if not r["change"])
+
+  def delta(r, metric):
+    a, b = (r.get(metric) or {}).get("mean"), (base.get(metric) or {}).get("mean")
+    return NONE if a is None or b is None or r is base else f"{a - b:+.2f}"
+
+  out = [["(base)" if r is base else f"`{r['change'][0]}={r['change'][1]}`", f"{len(r['runs'])}/{len(r['seeds'])}",
+          _ms(r.get("average_accuracy")), delta(r, "average_accuracy"), _ms(r.get("forgetting")),
+          delta(r, "forgetting"), _ms(r.get("plasticity")), delta(r, "plasticity")] for r in rows]
+  return (f"Setting `{base['setting']}`, seeds {', '.join(map(str, base['seeds']))}; Δ: the change's mean minus the "
+          "base's.\n\n" + table(["Change", "Seeds", "AA", "ΔAA", "FM", "ΔFM", "Plasticity", "Δplasticity"], out))
+
+
 def glance() -> str:
   """README: PAH and the baselines on the offline benchmark, AA / FM, one column per setting."""
   base = {r["method"]: r for r in _load("baselines_fmnist.json")["rows"]}
@@ -211,7 +228,7 @@ def speed() -> str:
 
 
 TABLES = {"official": official, "torch_official": torch_official, "baselines": baselines, "lr_grid": lr_grid,
-          "ablation": ablation, "suite": suite, "glance": glance, "speed": speed}
+          "ablation": ablation, "suite": suite, "factors": factors, "glance": glance, "speed": speed}
 
 
 # --------------------------------------------------------------------------- the files
