@@ -74,7 +74,7 @@ RATES = {"pah": 3e-4, "hnet": 1e-3, "finetune": 1e-4, "joint": 1e-3, "lwf": 3e-4
          "agem": 1e-4, "derpp": 3e-4}
 
 # Named variants: (method, config module with apply(config)); their backbone rate is the method's.
-VARIANTS = {}
+VARIANTS = {"pah_plus": ("pah", "configs.plus")}
 
 
 @dataclasses.dataclass(frozen=True)
