@@ -22,7 +22,8 @@ a rerun resumes what is unfinished and re-reads what is done, the suite may be r
 as in experiments.paper_tables. Writes <workdir>/suite.md (AA, FM and plasticity per setting and
 entry, mean ± std over seeds, wall time) and suite.json (every run's accuracy matrix),
 rewritten after every run; `--table NAME` names them NAME.md / NAME.json instead, so a factor
-study keeps its own table while sharing the runs.
+study keeps its own table while sharing the runs; `--tables-only` writes the tables from the runs
+finished so far (by any invocation) and trains nothing.
 
 Plasticity = mean_j R[j][j], the accuracy on each task right after learning it
 (`pah_jax.metrics.plasticity`): next to FM it says whether a method loses accuracy by learning
@@ -170,6 +171,8 @@ def main(argv=None) -> int:
                       help="one factor at a time: a row per value of KEY for every entry")
   parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="seeds (default: 0 1 2)")
   parser.add_argument("--workdir", default="runs/suite", help="runs and tables (default: runs/suite)")
+  parser.add_argument("--tables-only", action="store_true",
+                      help="write the tables from the runs finished so far; train nothing")
   parser.add_argument("--table", default="suite",
                       help="the tables' name: <workdir>/<table>.md and .json (default: suite); runs are shared")
   parser.add_argument("--override", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
@@ -196,6 +199,9 @@ def run(args, command: str) -> int:
   changes = [(key, value) for key, values in pt.parse_only(base, args.vary).items() for value in values]
   rows = [make_row(base, s, e, args.seeds, args.workdir, change) for s in settings for e in entries
           for change in [()] + [c for c in changes if not config_check.unread_by(e.method, c[0], base)]]
+  if args.tables_only:
+    for row in rows:
+      row.run = False
   write = lambda: pt._write(args.workdir, args.table, suite_markdown(rows, settings, command, args.seeds, applied),
                             suite_json(rows, command))
   finished = pt.execute(rows, write, args)

@@ -62,6 +62,13 @@ def test_suite_runs_every_setting_and_entry_and_reports_plasticity(npz_path, tmp
             for r in data["rows"]}
   assert suite.main(_argv(npz_path, workdir, "--vary", "pah.lambda_sm=1")) == 0
   assert all(os.path.getmtime(os.path.join(w, "results.json")) == t for w, t in mtimes.items())
+  # --tables-only: a table of what any invocation finished, a setting never run shows no runs.
+  argv = _argv(npz_path, workdir, "--tables-only", "--table", "again") + ["--settings", "n300_seq", "n300_order2"]
+  assert suite.main(argv) == 0
+  with open(os.path.join(workdir, "again.json")) as f:
+    again = {(r["setting"], r["entry"]): r for r in json.load(f)["rows"]}
+  assert again["n300_seq", "pah"]["runs"] == rows["n300_seq", "pah"]["runs"]
+  assert again["n300_order2", "pah"]["runs"] == [] and not os.path.exists(os.path.join(workdir, "n300_order2"))
 
 
 @pytest.mark.parametrize("argv, message", [
