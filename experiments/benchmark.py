@@ -135,6 +135,12 @@ def official_config(args):
   # train.compilation_cache=DIR times a warm rerun of --sequence-only).
   config.train.compilation_cache = ""
   overrides.apply(config, args.config, option="--config")
+  from pah_jax.prototypes import OFFICIAL_CROP_ORIGIN  # pylint: disable=g-import-not-at-top
+
+  if args.image_size < OFFICIAL_CROP_ORIGIN + config.pah.prototype_size:
+    # Toy images too small for the official crop's fixed offset: cut the prototypes at the
+    # centre instead (which pixels start a prototype does not change what a step costs).
+    config.pah.crop_position = "center"
   return config
 
 

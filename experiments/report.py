@@ -193,6 +193,22 @@ def factors() -> str:
           "base's.\n\n" + table(["Change", "Seeds", "AA", "ΔAA", "FM", "ΔFM", "Plasticity", "Δplasticity"], out))
 
 
+def plus() -> str:
+  """PAH+ against LwF on every suite setting it ran: the bar is LwF's AA - 0.5 and FM <= 1.0."""
+  _, settings, _, by = _suite_rows()
+  rows = []
+  for s in settings:
+    p, lwf = by.get((s, "pah_plus")), by.get((s, "lwf"))
+    if not p or not p["runs"] or not lwf or not lwf["runs"]:
+      continue
+    aa, fm, bar = p["average_accuracy"]["mean"], p["forgetting"]["mean"], lwf["average_accuracy"]["mean"] - 0.5
+    met = {"AA": aa >= bar, "FM": fm <= 1.0}
+    verdict = "yes" if all(met.values()) else ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in met.items())
+    rows.append([s, f"{aa:.2f} / {fm:.2f}", f"{lwf['average_accuracy']['mean']:.2f} / {lwf['forgetting']['mean']:.2f}",
+                 f"{bar:.2f}", verdict])
+  return table(["Setting", "PAH+ AA / FM", "LwF AA / FM", "bar: AA >=", "met?"], rows)
+
+
 def glance() -> str:
   """README: PAH and the baselines on the offline benchmark, AA / FM, one column per setting."""
   base = {r["method"]: r for r in _load("baselines_fmnist.json")["rows"]}
@@ -204,7 +220,8 @@ def glance() -> str:
     if r is None or not r.get("runs"):
       return NONE
     fm = r["forgetting"]["mean"]
-    return f"{r['average_accuracy']['mean']:.2f} / " + (NONE if fm is None else f"{fm:.2f}")
+    seeds = "" if len(r["runs"]) == len(r["seeds"]) else f" ({len(r['runs'])} of {len(r['seeds'])} seeds)"
+    return f"{r['average_accuracy']['mean']:.2f} / " + (NONE if fm is None else f"{fm:.2f}") + seeds
 
   rows = [[e, cell(base.get(e))] + [cell(by.get((s, e))) for s in settings] for e in entries]
   return table(header, rows)
@@ -228,7 +245,7 @@ def speed() -> str:
 
 
 TABLES = {"official": official, "torch_official": torch_official, "baselines": baselines, "lr_grid": lr_grid,
-          "ablation": ablation, "suite": suite, "factors": factors, "glance": glance, "speed": speed}
+          "ablation": ablation, "suite": suite, "factors": factors, "plus": plus, "glance": glance, "speed": speed}
 
 
 # --------------------------------------------------------------------------- the files
