@@ -21,7 +21,7 @@ import os
 import re
 import sys
 
-import numpy as np
+from pah_jax import metrics
 
 REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(REPOSITORY, "experiments", "results")
@@ -45,17 +45,12 @@ def _mean_std(values) -> dict | None:
   values = [v for v in values if v is not None]
   if not values:
     return None
-  x = np.asarray(values, float)
-  return {"mean": float(x.mean()), "std": float(x.std(ddof=1)) if len(x) > 1 else 0.0}
-
-
-def _plasticity(matrix) -> float | None:
-  diagonal = np.diag(np.asarray(matrix, dtype=float))
-  return None if np.isnan(diagonal).any() else float(diagonal.mean())
+  mean, std = metrics.mean_std(values)
+  return {"mean": mean, "std": std}
 
 
 def _row_plasticity(row: dict) -> dict | None:
-  return _mean_std([_plasticity(r["accuracy_matrix"]) for r in row["runs"]])
+  return _mean_std([metrics.plasticity(r["accuracy_matrix"]) for r in row["runs"]])
 
 
 def _seconds(s) -> str:
