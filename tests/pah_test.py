@@ -421,6 +421,39 @@ def test_feature_distillation_is_the_mean_squared_feature_distance_from_the_seco
   assert float(loss(s1, 1, 2.0)) - float(loss(s1, 1, 0.0)) == pytest.approx(2.0 * d, rel=1e-4)
 
 
+def test_head_drift_is_the_mean_squared_distance_of_old_generated_heads():
+  """pah.lambda_hd (beyond the paper; von Oswald et al.'s output regulariser): phase 1 adds
+  lambda_hd * mean_{j<k} ||theta_j - theta_old_j||^2. Nothing at task 0; at task 2 the mean runs
+  over tasks 0 and 1 only, summed over each head's entries, and its gradient moves the current
+  hypernetwork."""
+  protos, state = _tiny()
+  nets, config = _nets("batch"), _config("batch")
+  settings = base.settings(config.pah)
+  assert settings.lambda_hd == 0.0  # off by default
+  x, y = _images(seed=2)
+  images = images_lib.normalize(x, MEAN, STD)
+  s0 = jit(pah_method.make_begin_task(nets))(state, 0)
+  s1 = s0.replace(extra={**s0.extra, "old_params": _perturbed(s0.params)})
+
+  @functools.partial(jit, static_argnums=2)
+  def phase(state, task_id, lambda_hd):
+    return pah_method.main_phase(nets, settings.replace(lambda_hd=lambda_hd), state, images, y, task_id)
+
+  new, _ = networks.generate_heads(nets, s1.params["hypernet"], s1.params["prototypes"])
+  old, _ = networks.generate_heads(nets, s1.extra["old_params"]["hypernet"], s1.extra["old_params"]["prototypes"])
+  per_task = np.sum(np.square(np.asarray(new) - np.asarray(old)), axis=(1, 2))
+  assert per_task[:2].min() > 1e-6
+  (at0, aux0), _ = phase(s1, 0, 3.0)
+  assert float(aux0[3]) == 0.0 and float(at0) == pytest.approx(float(phase(s1, 0, 0.0)[0][0]), rel=1e-6)
+  (on, aux), grads = phase(s1, 2, 3.0)
+  (off, _), grads_off = phase(s1, 2, 0.0)
+  assert float(aux[3]) == pytest.approx(per_task[:2].mean(), rel=1e-4)
+  assert float(on) - float(off) == pytest.approx(3.0 * per_task[:2].mean(), rel=1e-4)
+  moved = jax.tree_util.tree_map(lambda a, b: float(np.abs(np.asarray(a) - np.asarray(b)).max()),
+                                 grads["hypernet"], grads_off["hypernet"])
+  assert max(jax.tree_util.tree_leaves(moved)) > 0
+
+
 @pytest.mark.parametrize("batch_norm", ["batch", "running"])
 def test_train_step_running_stats_only_from_training_batch(batch_norm):
   """The step's new running statistics are those of the current model's training forward on the

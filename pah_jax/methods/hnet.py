@@ -2,7 +2,8 @@
 (`pah.main_phase`), but the task code is a learned embedding vector, drawn as PAH's random
 prototype init N(pah.random_init_mean, pah.random_init_std): what PAH minus its prototypes
 achieves. Optionally von Oswald et al. (ICLR 2020)'s output regulariser
-beta * mean_{j<k} ||Upsilon(e_j) - Upsilon*(e*_j)||^2 (hnet.output_reg, 0 = off).
+beta * mean_{j<k} ||Upsilon(e_j) - Upsilon*(e*_j)||^2 (hnet.output_reg, 0 = off): PAH's
+`pah.head_drift`, weighted by hnet.output_reg in place of pah.lambda_hd.
 
 TrainState.extra: the model frozen at the end of the previous task (`old_params`,
 `old_batch_stats`) and the tasks' initial embeddings (`init_codes`).
@@ -41,40 +42,26 @@ def embedding_dim(config, image_shape, num_classes: int) -> int:
 
 
 def build(setup):
-  import jax
   import jax.numpy as jnp
   import numpy as np
 
-  from pah_jax import losses
-  from pah_jax import networks
   from pah_jax import optim
   from pah_jax.methods import base
 
   config, nets = setup.config, pah.hypernet_networks(setup)
-  s = setup.settings("pah")
-  beta = config.hnet.output_reg
+  # hnet's name for PAH's L_hd weight is von Oswald et al.'s beta, hnet.output_reg.
+  s = setup.settings("pah").replace(lambda_hd=config.hnet.output_reg)
   dim = embedding_dim(config, setup.image_shape, setup.num_classes)
   rng = np.random.default_rng([config.seed, 0xE3B])
   init_embeddings = (s.random_init_mean + s.random_init_std * rng.standard_normal((setup.num_tasks, dim))
                      ).astype(np.float32)
   main_opt = optim.main_optimizer(config.optim, ("backbone", "hypernet", "embeddings"))
 
-  def output_reg(params, old_params, task_id):
-    # von Oswald et al.: old tasks' generated heads stay where the old hypernetwork put them.
-    new, _ = networks.generate_heads(nets, params["hypernet"], params["embeddings"])
-    old, _ = networks.generate_heads(nets, old_params["hypernet"], old_params["embeddings"])
-    per_task = jnp.sum(jnp.square(new - jax.lax.stop_gradient(old)), axis=(1, 2))
-    return losses.reduce_old_tasks(per_task, jnp.arange(nets.num_tasks) < task_id, "mean")
-
   def step(state, batch):
-    (loss, (batch_stats, l_hm, l_sm, accuracy)), grads = pah.main_phase(nets, s, state, batch.images,
-                                                                       batch.labels, batch.task_id)
-    l_reg = jnp.zeros((), jnp.float32)
-    if beta:
-      l_reg, reg_grads = jax.value_and_grad(output_reg)(state.params, state.extra["old_params"], batch.task_id)
-      grads = jax.tree_util.tree_map(lambda g, r: g + beta * r, grads, reg_grads)
+    (loss, (batch_stats, l_hm, l_sm, l_hd, accuracy)), grads = pah.main_phase(nets, s, state, batch.images,
+                                                                             batch.labels, batch.task_id)
     params, opt_state = base.apply_optimizer(main_opt, state.params, grads, state.opt_state)
-    metrics = {"loss": loss + beta * l_reg, "loss_hm": l_hm, "loss_sm": l_sm, "loss_output_reg": l_reg,
+    metrics = {"loss": loss, "loss_hm": l_hm, "loss_sm": l_sm, "loss_output_reg": l_hd,
                "train_accuracy": accuracy}
     return state.replace(params=params, batch_stats=batch_stats, opt_state=opt_state), metrics
 

@@ -24,7 +24,7 @@ import ml_collections
 from pah_jax.errors import UserError
 from pah_jax.methods.registry import Declaration
 
-METRICS = ("loss", "loss_hm", "loss_sm", "loss_sp", "loss_hp", "train_accuracy")
+METRICS = ("loss", "loss_hm", "loss_sm", "loss_sp", "loss_hp", "loss_hd", "train_accuracy")
 
 
 def hypernet_config() -> ml_collections.ConfigDict:
@@ -61,6 +61,11 @@ def pah_config() -> ml_collections.ConfigDict:
   # to phase 1: stability on the backbone itself, where L_sm constrains only its projections
   # through the old heads. 0 = off (paper and official presets).
   p.lambda_fd = 0.0
+  # Beyond the paper: L_hd, von Oswald et al. (ICLR 2020)'s output regulariser on the old tasks'
+  # generated heads, mean_{j<k} ||Upsilon(e_j) - Upsilon_old(e_old_j)||^2 (squared norm over the
+  # head's entries), added to phase 1: L_sm keeps old heads' outputs only on the current images,
+  # L_hd keeps the heads themselves. 0 = off (paper and official presets).
+  p.lambda_hd = 0.0
   p.temperature = 2.0  # T of eq. 4-5, loss scaled by T^2
   p.kl_direction = "old_new"  # old_new = KL(old || new) (paper) | new_old (official code)
   p.old_task_reduction = "mean"  # mean over j < k (paper) | sum (official code)
@@ -91,7 +96,7 @@ METHOD = Declaration(
             "hypernet.last_layer_scale": (0.0, None, True), "pah.prototype_size": (1, 512, False),
             "pah.random_init_std": (0.0, None, False), "pah.lambda_sm": (0.0, None, False),
             "pah.lambda_sp": (0.0, None, False), "pah.lambda_hp": (0.0, None, False),
-            "pah.lambda_fd": (0.0, None, False),
+            "pah.lambda_fd": (0.0, None, False), "pah.lambda_hd": (0.0, None, False),
             "pah.temperature": (0.0, None, True)},
     check=check,
 )
@@ -148,8 +153,9 @@ def distillation(s):
 
 
 def main_phase(nets, s, state, images, labels, task_id):
-  """Loss and gradient of L_hm + lambda_sm L_sm (+ lambda_fd L_fd) w.r.t. every parameter
-  (phase 1; `s`: the pah settings). Returns ((loss, (batch_stats, l_hm, l_sm, accuracy)), grads)."""
+  """Loss and gradient of L_hm + lambda_sm L_sm (+ lambda_fd L_fd + lambda_hd L_hd) w.r.t. every
+  parameter (phase 1; `s`: the pah settings).
+  Returns ((loss, (batch_stats, l_hm, l_sm, l_hd, accuracy)), grads)."""
   import jax
   import jax.numpy as jnp
 
@@ -163,15 +169,14 @@ def main_phase(nets, s, state, images, labels, task_id):
   # Teacher: the frozen old model on the current images, all old heads from one pass.
   teacher_features, _ = networks.backbone_features(nets, old["old_params"]["backbone"], old["old_batch_stats"],
                                                    images, batch_statistics=nets.teacher_batch_stats)
-  teacher_logits = networks.apply_heads(
-      teacher_features, *networks.generate_heads(nets, old["old_params"]["hypernet"],
-                                                 networks.task_codes(old["old_params"])))
+  teacher_heads = networks.generate_heads(nets, old["old_params"]["hypernet"], networks.task_codes(old["old_params"]))
+  teacher_logits = networks.apply_heads(teacher_features, *teacher_heads)
 
   def main_loss(params):
     features, new_stats = networks.backbone_features(nets, params["backbone"], state.batch_stats, images,
                                                      batch_statistics=True)
-    logits = networks.apply_heads(features, *networks.generate_heads(nets, params["hypernet"],
-                                                                     networks.task_codes(params)))
+    heads = networks.generate_heads(nets, params["hypernet"], networks.task_codes(params))
+    logits = networks.apply_heads(features, *heads)
     current = logits[task_id]
     l_hm = losses.cross_entropy(current, labels)
     l_sm = distill(logits, teacher_logits, old_mask)
@@ -180,9 +185,29 @@ def main_phase(nets, s, state, images, labels, task_id):
     if feature_distillation:  # off: phase 1 is exactly L_hm + lambda_sm L_sm
       l_fd = jnp.where(task_id > 0, jnp.mean(jnp.square(features - teacher_features)), 0.0)
       loss = loss + s.lambda_fd * l_fd
-    return loss, (new_stats, l_hm, l_sm, accuracy)
+    l_hd = jnp.zeros((), jnp.float32)
+    if s.lambda_hd > 0:  # off: as above
+      l_hd = head_drift(heads, teacher_heads, old_mask)
+      loss = loss + s.lambda_hd * l_hd
+    return loss, (new_stats, l_hm, l_sm, l_hd, accuracy)
 
   return jax.value_and_grad(main_loss, has_aux=True)(state.params)
+
+
+def head_drift(heads, old_heads, old_mask):
+  """L_hd = mean_{j<k} ||theta_j - theta_old_j||^2 over the old tasks selected by `old_mask`, the
+  squared norm summed over each head's weights (and biases): von Oswald et al. 2020, eq. 2.
+  `heads`, `old_heads`: (weights (K, C, D), biases (K, C) or None); the old ones get no gradient."""
+  import jax
+  import jax.numpy as jnp
+
+  from pah_jax import losses
+
+  per_task = 0.0
+  for new, old in zip(heads, old_heads):
+    if new is not None:
+      per_task = per_task + jnp.sum(jnp.square(new - jax.lax.stop_gradient(old)).reshape(new.shape[0], -1), axis=1)
+  return losses.reduce_old_tasks(per_task, old_mask, "mean")
 
 
 def prototype_phase(nets, s, params, batch_stats, teacher_proto_logits, task_id):
@@ -217,8 +242,8 @@ def make_step(nets, s, main_opt, proto_opt):
   from pah_jax.methods import base
 
   def step(state, batch):
-    (loss, (batch_stats, l_hm, l_sm, accuracy)), grads = main_phase(nets, s, state, batch.images, batch.labels,
-                                                                   batch.task_id)
+    (loss, (batch_stats, l_hm, l_sm, l_hd, accuracy)), grads = main_phase(nets, s, state, batch.images,
+                                                                         batch.labels, batch.task_id)
     params, opt_state = base.apply_optimizer(main_opt, state.params, grads, state.opt_state)
     (l_proto, (l_sp, l_hp)), sp_grads = prototype_phase(nets, s, params, batch_stats,
                                                         state.extra["teacher_proto_logits"], batch.task_id)
@@ -229,7 +254,7 @@ def make_step(nets, s, main_opt, proto_opt):
 
     extra = {**state.extra, "proto_opt_state": proto_opt_state}
     metrics = {"loss": loss + l_proto, "loss_hm": l_hm, "loss_sm": l_sm, "loss_sp": l_sp, "loss_hp": l_hp,
-               "train_accuracy": accuracy}
+               "loss_hd": l_hd, "train_accuracy": accuracy}
     return state.replace(params=params, batch_stats=batch_stats, opt_state=opt_state, extra=extra), metrics
 
   return step
