@@ -1,4 +1,5 @@
-"""configs/fashion_mnist.py with PAH+ (configs/plus.py): PAH with feature distillation.
+"""configs/fashion_mnist.py with PAH+ (configs/plus.py): PAH with a head warm-up and feature
+distillation.
 
   python -m pah_jax.main --config=configs/fashion_mnist_plus.py --workdir=runs/fmnist_plus
 

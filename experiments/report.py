@@ -171,21 +171,46 @@ def suite() -> str:
   return "\n\n".join(parts)
 
 
-def factors() -> str:
-  """PAH one factor at a time on one suite setting: each change against the base row."""
-  d = _load("fmnist_factors.json")
-  rows = d["rows"]
+def _factor_table(name: str) -> str:
+  """One factor at a time on one suite setting (a `--vary` table): each change against the base
+  row, Δ on paired seeds (the change minus the base on each seed both ran, averaged), so a row
+  run on fewer seeds is compared with the base on those seeds only."""
+  rows = _load(name)["rows"]
   base = next(r for r in rows if not r["change"])
+  base_runs = {run["seed"]: run for run in base["runs"]}
+
+  def value(run, metric):
+    return metrics.plasticity(run["accuracy_matrix"]) if metric == "plasticity" else run[metric]
 
   def delta(r, metric):
-    a, b = (r.get(metric) or {}).get("mean"), (base.get(metric) or {}).get("mean")
-    return NONE if a is None or b is None or r is base else f"{a - b:+.2f}"
+    pairs = [(value(run, metric), value(base_runs[run["seed"]], metric)) for run in r["runs"]
+             if run["seed"] in base_runs]
+    if r is base or not pairs:
+      return NONE
+    return f"{sum(a - b for a, b in pairs) / len(pairs):+.2f}"
 
-  out = [["(base)" if r is base else f"`{r['change'][0]}={r['change'][1]}`", f"{len(r['runs'])}/{len(r['seeds'])}",
+  def seeds(r):
+    shown = f"{len(r['runs'])}/{len(r['seeds'])}"
+    if len(r["runs"]) == len(base["runs"]):
+      return shown
+    return f"{shown} (seed {', '.join(str(run['seed']) for run in r['runs'])})"
+
+  out = [["(base)" if r is base else f"`{r['change'][0]}={r['change'][1]}`", seeds(r),
           _ms(r.get("average_accuracy")), delta(r, "average_accuracy"), _ms(r.get("forgetting")),
           delta(r, "forgetting"), _ms(r.get("plasticity")), delta(r, "plasticity")] for r in rows]
-  return (f"Setting `{base['setting']}`, seeds {', '.join(map(str, base['seeds']))}; Δ: the change's mean minus the "
-          "base's.\n\n" + table(["Change", "Seeds", "AA", "ΔAA", "FM", "ΔFM", "Plasticity", "Δplasticity"], out))
+  return (f"Setting `{base['setting']}`, seeds {', '.join(map(str, base['seeds']))}; Δ: the change minus the base "
+          "on the same seeds, averaged.\n\n"
+          + table(["Change", "Seeds", "AA", "ΔAA", "FM", "ΔFM", "Plasticity", "Δplasticity"], out))
+
+
+def factors() -> str:
+  """PAH one factor at a time on the suite's n300_seq setting."""
+  return _factor_table("fmnist_factors.json")
+
+
+def plus_attempts() -> str:
+  """PAH+ candidates one at a time on the suite's n300_order1 setting, where PAH forgets most."""
+  return _factor_table("fmnist_plus_attempts.json")
 
 
 def plus() -> str:
@@ -240,7 +265,8 @@ def speed() -> str:
 
 
 TABLES = {"official": official, "torch_official": torch_official, "baselines": baselines, "lr_grid": lr_grid,
-          "ablation": ablation, "suite": suite, "factors": factors, "plus": plus, "glance": glance, "speed": speed}
+          "ablation": ablation, "suite": suite, "factors": factors, "plus": plus,
+          "plus_attempts": plus_attempts, "glance": glance, "speed": speed}
 
 
 # --------------------------------------------------------------------------- the files

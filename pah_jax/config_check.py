@@ -62,7 +62,7 @@ RESUME_FREE_KEYS = ("train.log_every_steps", "train.parallel_seeds", "train.keep
 ADDED_KEYS = {"pah.lambda_hp": 0.0, "model.conv_init": "torchvision", "joint.eval_batch_norm": "",
               "train.compilation_cache": "", "model.small_map_convs": "conv", "data.pad_to": 0,
               "data.class_order_seed": -1, "pah.crop_position": "center",
-              "pah.lambda_fd": 0.0, "pah.lambda_hd": 0.0}
+              "pah.lambda_fd": 0.0, "pah.lambda_hd": 0.0, "pah.head_warmup_steps": 0}
 
 
 def _resolve_small_map_convs(value):

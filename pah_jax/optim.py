@@ -2,6 +2,8 @@
 
 - The main update, from L_hm + lambda_sm L_sm, moves backbone, hypernetwork and prototypes,
   each parameter group with its own AdamW learning rate.
+- A parameter group may be held for some steps (`keep_group`): PAH's head warm-up holds the
+  backbone while a new task's generated head fits it.
 - The prototype update, from L_sp, moves ONLY the prototypes: the same parameter labels route
   the backbone and hypernetwork to `optax.set_to_zero()`, so their leaves are bit-identical
   after it. (official preset: this is the authors' second AdamW on the prototypes, fed
@@ -9,6 +11,7 @@
 """
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import optax
 
@@ -42,3 +45,16 @@ def prototype_optimizer(optim: ml_collections.ConfigDict) -> optax.GradientTrans
   transforms = {g: optax.set_to_zero() for g in PARAM_GROUPS if g != "prototypes"}
   transforms["prototypes"] = _adamw(optim, optim.lr_prototypes)
   return optax.multi_transform(transforms, param_labels)
+
+
+def keep_group(group: str, keep, old_params, new_params, old_opt_state, new_opt_state):
+  """A `main_optimizer` update undone for one parameter group where `keep` (a traced bool): the
+  group's parameters and AdamW moments stay exactly as before the update, every other group
+  keeps its update. Returns (params, opt_state)."""
+  def pick(old, new):
+    return jax.tree_util.tree_map(lambda o, n: jnp.where(keep, o, n), old, new)
+
+  params = {**new_params, group: pick(old_params[group], new_params[group])}
+  inner = {**new_opt_state.inner_states,
+           group: pick(old_opt_state.inner_states[group], new_opt_state.inner_states[group])}
+  return params, new_opt_state._replace(inner_states=inner)

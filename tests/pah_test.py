@@ -454,6 +454,47 @@ def test_head_drift_is_the_mean_squared_distance_of_old_generated_heads():
   assert max(jax.tree_util.tree_leaves(moved)) > 0
 
 
+def test_head_warmup_holds_the_backbone_for_the_first_steps_of_a_later_task():
+  """pah.head_warmup_steps (beyond the paper): from the second task on, the first N steps of a
+  task leave the backbone's weights, its AdamW moments and the BatchNorm statistics exactly as
+  they were while the hypernetwork and prototypes move; step N+1 moves the backbone again. The
+  first task trains its backbone from the first step."""
+  config = _config("batch")
+  config.pah.head_warmup_steps = 2
+  nets = _nets("batch")
+  protos = np.random.default_rng(0).normal(0.0, 1.0, (K, C, S, S, 3)).astype(np.float32)
+  method = pah_method.build_for(config, protos, IMAGE_SHAPE, MEAN, STD)
+  state = train.create_state(method, config)
+  assert int(state.extra["task_start"]) == 0
+  step, begin_task = jit(method.step), jit(method.begin_task)
+  x, y = _images()
+  batch = base.Batch(images_lib.normalize(x, MEAN, STD), x, y, 0)
+
+  def advance(state, task_id):
+    new, _ = step(state, batch._replace(task_id=jnp.asarray(task_id)))
+    return new.replace(step=state.step + 1)
+
+  def same_backbone(a, b):
+    return all(np.array_equal(u, v) for u, v in zip(jax.tree_util.tree_leaves((a.params["backbone"], a.batch_stats,
+                                                                              a.opt_state.inner_states["backbone"])),
+                                                    jax.tree_util.tree_leaves((b.params["backbone"], b.batch_stats,
+                                                                              b.opt_state.inner_states["backbone"]))))
+
+  s0 = begin_task(state, 0)
+  assert not same_backbone(s0, advance(s0, 0))  # task 0: no warm-up
+  s0 = advance(advance(s0, 0), 0)
+  s1 = begin_task(pah_method.end_task(s0), 1)
+  assert int(s1.extra["task_start"]) == int(s0.step) == 2
+  w1 = advance(s1, 1)
+  w2 = advance(w1, 1)
+  assert same_backbone(s1, w1) and same_backbone(s1, w2)
+  assert not np.array_equal(np.asarray(jax.tree_util.tree_leaves(w2.params["hypernet"])[0]),
+                            np.asarray(jax.tree_util.tree_leaves(s1.params["hypernet"])[0]))
+  assert not same_backbone(w2, advance(w2, 1))  # the third step of task 1 trains the backbone
+  assert "task_start" not in train.create_state(pah_method.build_for(_config("batch"), protos, IMAGE_SHAPE, MEAN,
+                                                                     STD), _config("batch")).extra  # off: as before
+
+
 @pytest.mark.parametrize("batch_norm", ["batch", "running"])
 def test_train_step_running_stats_only_from_training_batch(batch_norm):
   """The step's new running statistics are those of the current model's training forward on the

@@ -66,6 +66,13 @@ def pah_config() -> ml_collections.ConfigDict:
   # head's entries), added to phase 1: L_sm keeps old heads' outputs only on the current images,
   # L_hd keeps the heads themselves. 0 = off (paper and official presets).
   p.lambda_hd = 0.0
+  # Beyond the paper: from the second task on, the first head_warmup_steps steps of a task hold
+  # the backbone (its weights, AdamW moments and BatchNorm statistics) while the hypernetwork and
+  # prototypes fit the new task's generated head to the current features: a freshly generated
+  # head can start confidently wrong, and its large early gradients otherwise reshape the
+  # features the old tasks rely on (linear probing before fine-tuning, Kumar et al., ICLR 2022).
+  # 0 = off (paper and official presets).
+  p.head_warmup_steps = 0
   p.temperature = 2.0  # T of eq. 4-5, loss scaled by T^2
   p.kl_direction = "old_new"  # old_new = KL(old || new) (paper) | new_old (official code)
   p.old_task_reduction = "mean"  # mean over j < k (paper) | sum (official code)
@@ -97,6 +104,7 @@ METHOD = Declaration(
             "pah.random_init_std": (0.0, None, False), "pah.lambda_sm": (0.0, None, False),
             "pah.lambda_sp": (0.0, None, False), "pah.lambda_hp": (0.0, None, False),
             "pah.lambda_fd": (0.0, None, False), "pah.lambda_hd": (0.0, None, False),
+            "pah.head_warmup_steps": (0, None, False),
             "pah.temperature": (0.0, None, True)},
     check=check,
 )
@@ -239,12 +247,17 @@ def make_step(nets, s, main_opt, proto_opt):
   import jax
   import jax.numpy as jnp
 
+  from pah_jax import optim
   from pah_jax.methods import base
 
   def step(state, batch):
     (loss, (batch_stats, l_hm, l_sm, l_hd, accuracy)), grads = main_phase(nets, s, state, batch.images,
                                                                          batch.labels, batch.task_id)
     params, opt_state = base.apply_optimizer(main_opt, state.params, grads, state.opt_state)
+    if s.head_warmup_steps > 0:  # off: every step updates the backbone
+      warm = (batch.task_id > 0) & (state.step - state.extra["task_start"] < s.head_warmup_steps)
+      params, opt_state = optim.keep_group("backbone", warm, state.params, params, state.opt_state, opt_state)
+      batch_stats = jax.tree_util.tree_map(lambda o, n: jnp.where(warm, o, n), state.batch_stats, batch_stats)
     (l_proto, (l_sp, l_hp)), sp_grads = prototype_phase(nets, s, params, batch_stats,
                                                         state.extra["teacher_proto_logits"], batch.task_id)
     if s.prototype_update == "official":
@@ -266,6 +279,8 @@ def make_begin_task(nets, prototype_logits: bool = True):
   undoes), and, for PAH, the teacher's prototype logits f_{k-1}(P_j | j) are computed once:
   the frozen old model and old prototypes do not change during task k. The function closes
   over nothing of one run, so parallel seeds share one compile of it."""
+  import jax.numpy as jnp
+
   from pah_jax import networks
 
   key = "prototypes" if prototype_logits else "embeddings"
@@ -277,6 +292,8 @@ def make_begin_task(nets, prototype_logits: bool = True):
       teacher = networks.prototype_logits(nets, extra["old_params"], extra["old_batch_stats"],
                                           batch_statistics=nets.prototype_batch_stats)
       extra = {**extra, "teacher_proto_logits": teacher}
+    if "task_start" in extra:  # pah.head_warmup_steps counts from here
+      extra = {**extra, "task_start": jnp.asarray(state.step, jnp.int32)}
     return state.replace(params=params, extra=extra)
 
   return begin_task
@@ -314,10 +331,13 @@ def build(setup, init_prototypes=None):
   main_opt, proto_opt = optim.main_optimizer(config.optim), optim.prototype_optimizer(config.optim)
   k, c = setup.num_tasks, setup.num_classes
 
+  warmup = ("task_start",) if s.head_warmup_steps else ()  # the step where the current task began
+
   def init_extra(params, batch_stats):
     return {"proto_opt_state": proto_opt.init(params), "old_params": params, "old_batch_stats": batch_stats,
             "teacher_proto_logits": jnp.zeros((k, c, c), jnp.float32),
-            "init_codes": jnp.asarray(init_prototypes, jnp.float32)}
+            "init_codes": jnp.asarray(init_prototypes, jnp.float32),
+            **{key: jnp.zeros((), jnp.int32) for key in warmup}}
 
   def after_main_update(state, batch):
     """Phase 1 and its optimiser update, as the step runs them (for profiling)."""
@@ -335,7 +355,7 @@ def build(setup, init_prototypes=None):
       optimizer=main_opt, step=make_step(nets, s, main_opt, proto_opt),
       logits=evaluation_logits(nets), init_extra=init_extra,
       begin_task=make_begin_task(nets), end_task=end_task, removed_from_training=removed,
-      step_keeps=("old_params", "old_batch_stats", "init_codes", "teacher_proto_logits"),
+      step_keeps=("old_params", "old_batch_stats", "init_codes", "teacher_proto_logits") + warmup,
       phases={"main_loss_and_grad": lambda state, batch: main_phase(nets, s, state, batch.images, batch.labels,
                                                                     batch.task_id),
               "main_update": after_main_update, "prototype_loss_and_grad": phase_2})
