@@ -62,7 +62,8 @@ RESUME_FREE_KEYS = ("train.log_every_steps", "train.parallel_seeds", "train.keep
 ADDED_KEYS = {"pah.lambda_hp": 0.0, "model.conv_init": "torchvision", "joint.eval_batch_norm": "",
               "train.compilation_cache": "", "model.small_map_convs": "conv", "data.pad_to": 0,
               "data.class_order_seed": -1, "pah.crop_position": "center",
-              "pah.lambda_fd": 0.0, "pah.lambda_hd": 0.0, "pah.head_warmup_steps": 0}
+              "pah.lambda_fd": 0.0, "pah.lambda_hd": 0.0, "pah.head_warmup_steps": 0,
+              "pah.head_warmup_above": 0.0}
 
 
 def _resolve_small_map_convs(value):
@@ -159,7 +160,9 @@ def check_same_config(saved: dict, config: ml_collections.ConfigDict) -> None:
   """Refuses to resume a workdir whose checkpoint was written under another config."""
   from pah_jax import reporting  # only for its JSON conversion of the config
 
-  old, new = {**ADDED_KEYS, **_flatten(saved)}, _flatten(reporting.jsonable(config))
+  # A key added to pah_jax counts as its ADDED_KEYS value on either side, so a config recorded
+  # before the key existed matches one that writes it out, in whichever order they meet.
+  old, new = {**ADDED_KEYS, **_flatten(saved)}, {**ADDED_KEYS, **_flatten(reporting.jsonable(config))}
 
   def same(k):
     resolve = RESOLVED_KEYS.get(k, lambda v: v)

@@ -13,6 +13,7 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 
@@ -168,6 +169,15 @@ def test_resume_reads_keys_added_later_as_their_old_behaviour():
     with pytest.raises(config_check.UserError, match="small_map_convs"):
       config_check.check_same_config(saved, default.get_config())
   config_check.check_same_config(saved, _override(default.get_config(), model__small_map_convs="conv"))
+
+  # The other way round: a config that lacks a key added later (read back from an older sweep's
+  # record) matches a checkpoint that wrote the key out at its old value, and no other.
+  older = reporting.jsonable(default.get_config())
+  del older["pah"]["lambda_fd"]
+  config_check.check_same_config(reporting.jsonable(default.get_config()), ml_collections.ConfigDict(older))
+  with pytest.raises(config_check.UserError, match="lambda_fd"):
+    config_check.check_same_config(reporting.jsonable(_override(default.get_config(), pah__lambda_fd=1.0)),
+                                   ml_collections.ConfigDict(older))
 
 
 @pytest.mark.parametrize("backend", ["cpu", "gpu"])

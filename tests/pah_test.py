@@ -458,7 +458,8 @@ def test_head_warmup_holds_the_backbone_for_the_first_steps_of_a_later_task():
   """pah.head_warmup_steps (beyond the paper): from the second task on, the first N steps of a
   task leave the backbone's weights, its AdamW moments and the BatchNorm statistics exactly as
   they were while the hypernetwork and prototypes move; step N+1 moves the backbone again. The
-  first task trains its backbone from the first step."""
+  first task trains its backbone from the first step. With pah.head_warmup_above only the
+  steps whose cross-entropy is above it hold the backbone."""
   config = _config("batch")
   config.pah.head_warmup_steps = 2
   nets = _nets("batch")
@@ -491,6 +492,13 @@ def test_head_warmup_holds_the_backbone_for_the_first_steps_of_a_later_task():
   assert not np.array_equal(np.asarray(jax.tree_util.tree_leaves(w2.params["hypernet"])[0]),
                             np.asarray(jax.tree_util.tree_leaves(s1.params["hypernet"])[0]))
   assert not same_backbone(w2, advance(w2, 1))  # the third step of task 1 trains the backbone
+
+  # pah.head_warmup_above: a step whose batch the head already classifies below that
+  # cross-entropy trains the backbone, even within the warm-up steps.
+  config.pah.head_warmup_above = 1e6
+  above = pah_method.build_for(config, protos, IMAGE_SHAPE, MEAN, STD)
+  new, _ = jit(above.step)(s1, batch._replace(task_id=jnp.asarray(1)))
+  assert not same_backbone(s1, new)
   assert "task_start" not in train.create_state(pah_method.build_for(_config("batch"), protos, IMAGE_SHAPE, MEAN,
                                                                      STD), _config("batch")).extra  # off: as before
 

@@ -73,6 +73,10 @@ def pah_config() -> ml_collections.ConfigDict:
   # features the old tasks rely on (linear probing before fine-tuning, Kumar et al., ICLR 2022).
   # 0 = off (paper and official presets).
   p.head_warmup_steps = 0
+  # With head_warmup_steps: 0 = hold the backbone for all of those steps; > 0 = only on those of
+  # them whose batch the new head classifies with a cross-entropy above this value (ln C = chance:
+  # 0.693 for 2 classes), so a head that starts fine costs the backbone no steps.
+  p.head_warmup_above = 0.0
   p.temperature = 2.0  # T of eq. 4-5, loss scaled by T^2
   p.kl_direction = "old_new"  # old_new = KL(old || new) (paper) | new_old (official code)
   p.old_task_reduction = "mean"  # mean over j < k (paper) | sum (official code)
@@ -104,7 +108,7 @@ METHOD = Declaration(
             "pah.random_init_std": (0.0, None, False), "pah.lambda_sm": (0.0, None, False),
             "pah.lambda_sp": (0.0, None, False), "pah.lambda_hp": (0.0, None, False),
             "pah.lambda_fd": (0.0, None, False), "pah.lambda_hd": (0.0, None, False),
-            "pah.head_warmup_steps": (0, None, False),
+            "pah.head_warmup_steps": (0, None, False), "pah.head_warmup_above": (0.0, None, False),
             "pah.temperature": (0.0, None, True)},
     check=check,
 )
@@ -256,6 +260,8 @@ def make_step(nets, s, main_opt, proto_opt):
     params, opt_state = base.apply_optimizer(main_opt, state.params, grads, state.opt_state)
     if s.head_warmup_steps > 0:  # off: every step updates the backbone
       warm = (batch.task_id > 0) & (state.step - state.extra["task_start"] < s.head_warmup_steps)
+      if s.head_warmup_above > 0:
+        warm = warm & (l_hm > s.head_warmup_above)
       params, opt_state = optim.keep_group("backbone", warm, state.params, params, state.opt_state, opt_state)
       batch_stats = jax.tree_util.tree_map(lambda o, n: jnp.where(warm, o, n), state.batch_stats, batch_stats)
     (l_proto, (l_sp, l_hp)), sp_grads = prototype_phase(nets, s, params, batch_stats,
