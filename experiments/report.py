@@ -172,10 +172,16 @@ def suite() -> str:
 
 
 def _factor_table(name: str) -> str:
-  """One factor at a time on one suite setting (a `--vary` table): each change against the base
-  row, Δ on paired seeds (the change minus the base on each seed both ran, averaged), so a row
-  run on fewer seeds is compared with the base on those seeds only."""
-  rows = _load(name)["rows"]
+  """One factor at a time on suite settings (a `--vary` table): per setting and entry, each change
+  that has runs against the entry's base row, Δ on paired seeds (the change minus the base on each seed both ran,
+  averaged), so a row run on fewer seeds is compared with the base on those seeds only."""
+  rows = [r for r in _load(name)["rows"] if r["runs"] or not r["change"]]  # changes not run: not shown
+  groups = dict.fromkeys((r["setting"], r["entry"].split(",")[0]) for r in rows)
+  return "\n\n".join(_one_setting_factors([r for r in rows if (r["setting"], r["entry"].split(",")[0]) == g])
+                     for g in groups)
+
+
+def _one_setting_factors(rows: list[dict]) -> str:
   base = next(r for r in rows if not r["change"])
   base_runs = {run["seed"]: run for run in base["runs"]}
 
@@ -195,10 +201,14 @@ def _factor_table(name: str) -> str:
       return shown
     return f"{shown} (seed {', '.join(str(run['seed']) for run in r['runs'])})"
 
+  def stat(r, metric):  # one seed has no spread to show
+    return f"{r[metric]['mean']:.2f}" if len(r["runs"]) == 1 else _ms(r.get(metric))
+
   out = [["(base)" if r is base else f"`{r['change'][0]}={r['change'][1]}`", seeds(r),
-          _ms(r.get("average_accuracy")), delta(r, "average_accuracy"), _ms(r.get("forgetting")),
-          delta(r, "forgetting"), _ms(r.get("plasticity")), delta(r, "plasticity")] for r in rows]
-  return (f"Setting `{base['setting']}`, seeds {', '.join(map(str, base['seeds']))}; Δ: the change minus the base "
+          stat(r, "average_accuracy"), delta(r, "average_accuracy"), stat(r, "forgetting"),
+          delta(r, "forgetting"), stat(r, "plasticity"), delta(r, "plasticity")] for r in rows]
+  return (f"Setting `{base['setting']}`, entry `{base['entry']}`, seeds {', '.join(map(str, base['seeds']))}; Δ: the "
+          "change minus the base "
           "on the same seeds, averaged.\n\n"
           + table(["Change", "Seeds", "AA", "ΔAA", "FM", "ΔFM", "Plasticity", "Δplasticity"], out))
 

@@ -35,14 +35,18 @@ def test_a_factor_row_on_fewer_seeds_is_compared_with_the_base_on_those_seeds(tm
 
   def row(change, runs):
     stats = {m: report._mean_std([r[m] for r in runs]) for m in ("average_accuracy", "forgetting")}
-    return {"setting": "s", "change": change, "seeds": [0, 1, 2], "runs": runs,
+    entry = "pah" + (f", {change[0]}={change[1]}" if change else "")
+    return {"setting": "s", "entry": entry, "change": change, "seeds": [0, 1, 2], "runs": runs,
             **stats, "plasticity": report._mean_std([r["accuracy_matrix"][0][0] for r in runs])}
 
   base = row([], [run(0, 90.0, 4.0, 95.0), run(1, 96.0, 1.0, 97.0), run(2, 96.0, 1.0, 97.0)])
   change = row(["pah.x", 1.0], [run(0, 91.0, 3.0, 94.0)])
-  (tmp_path / "f.json").write_text(__import__("json").dumps({"rows": [base, change]}))
+  not_run = row(["pah.y", 2.0], [])
+  (tmp_path / "f.json").write_text(__import__("json").dumps({"rows": [base, change, not_run]}))
   monkeypatch.setattr(report, "RESULTS", str(tmp_path))
-  line = [x for x in report._factor_table("f.json").splitlines() if x.startswith("| `pah.x")][0]
+  text = report._factor_table("f.json")
+  assert "pah.y" not in text  # a change without runs is left out
+  line = [x for x in text.splitlines() if x.startswith("| `pah.x")][0]
   cells = [c.strip() for c in line.strip("|").split("|")]
   # Paired on seed 0: +1.00 AA, -1.00 FM, -1.00 plasticity (not against the 3-seed means).
   assert cells[1] == "1/3 (seed 0)" and cells[3] == "+1.00" and cells[5] == "-1.00" and cells[7] == "-1.00"
