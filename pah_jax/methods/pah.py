@@ -4,7 +4,9 @@ learnable prototypes (paper eq. 1-6).
 The task code is e_k = flatten(P_k), the task's C learnable s x s prototypes; theta_k =
 Upsilon(e_k) is the head of task k (`networks`). Each step is two phases inside one jitted
 function:
-1. L_hm + lambda_sm L_sm (eq. 4, 6) updates backbone, hypernetwork and prototypes;
+1. L_hm + lambda_sm L_sm (eq. 4, 6) updates backbone, hypernetwork and prototypes (beyond the
+   paper, pah.head_warmup_steps holds the backbone during a new task's first steps, and
+   lambda_fd L_fd and lambda_hd L_hd may join the loss; all off in the presets);
 2. lambda_sp L_sp (eq. 5), evaluated at the parameters after phase 1 (as the official code,
    which steps its main optimiser first), updates ONLY the prototypes (optax-masked AdamW).
    Beyond the paper, lambda_hp L_hp joins it (pah.lambda_hp, 0 = off): the cross-entropy of
