@@ -462,7 +462,6 @@ def test_head_warmup_holds_the_backbone_for_the_first_steps_of_a_later_task():
   steps whose cross-entropy is above it hold the backbone."""
   config = _config("batch")
   config.pah.head_warmup_steps = 2
-  nets = _nets("batch")
   protos = np.random.default_rng(0).normal(0.0, 1.0, (K, C, S, S, 3)).astype(np.float32)
   method = pah_method.build_for(config, protos, IMAGE_SHAPE, MEAN, STD)
   state = train.create_state(method, config)
