@@ -26,7 +26,8 @@ import ml_collections
 from pah_jax.errors import UserError
 from pah_jax.methods.registry import Declaration
 
-METRICS = ("loss", "loss_hm", "loss_sm", "loss_sp", "loss_hp", "loss_hd", "train_accuracy")
+METRICS = ("loss", "loss_hm", "loss_sm", "loss_sp", "loss_hp", "train_accuracy")
+HEAD_DRIFT_METRIC = "loss_hd"  # logged only where pah.lambda_hd > 0
 
 
 def hypernet_config() -> ml_collections.ConfigDict:
@@ -275,7 +276,9 @@ def make_step(nets, s, main_opt, proto_opt):
 
     extra = {**state.extra, "proto_opt_state": proto_opt_state}
     metrics = {"loss": loss + l_proto, "loss_hm": l_hm, "loss_sm": l_sm, "loss_sp": l_sp, "loss_hp": l_hp,
-               "loss_hd": l_hd, "train_accuracy": accuracy}
+               "train_accuracy": accuracy}
+    if s.lambda_hd > 0:
+      metrics[HEAD_DRIFT_METRIC] = l_hd
     return state.replace(params=params, batch_stats=batch_stats, opt_state=opt_state, extra=extra), metrics
 
   return step
@@ -358,7 +361,7 @@ def build(setup, init_prototypes=None):
                            batch.task_id)
 
   return base.Method(
-      name="pah", metric_names=METRICS,
+      name="pah", metric_names=METRICS + ((HEAD_DRIFT_METRIC,) if s.lambda_hd > 0 else ()),
       init=lambda key: init_params(nets, key, jnp.asarray(init_prototypes), setup.image_shape),
       optimizer=main_opt, step=make_step(nets, s, main_opt, proto_opt),
       logits=evaluation_logits(nets), init_extra=init_extra,
