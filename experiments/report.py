@@ -175,10 +175,11 @@ def _factor_table(name: str) -> str:
   """One factor at a time on suite settings (a `--vary` table): per setting and entry, each change
   that has runs against the entry's base row, Δ on paired seeds (the change minus the base on each seed both ran,
   averaged), so a row run on fewer seeds is compared with the base on those seeds only."""
-  rows = [r for r in _load(name)["rows"] if r["runs"] or not r["change"]]  # changes not run: not shown
-  groups = dict.fromkeys((r["setting"], r["entry"].split(",")[0]) for r in rows)
-  return "\n\n".join(_one_setting_factors([r for r in rows if (r["setting"], r["entry"].split(",")[0]) == g])
-                     for g in groups)
+  groups: dict[tuple, list] = {}
+  for r in _load(name)["rows"]:
+    if r["runs"] or not r["change"]:  # changes not run: not shown
+      groups.setdefault((r["setting"], r["entry"].split(",")[0]), []).append(r)
+  return "\n\n".join(_one_setting_factors(rows) for rows in groups.values())
 
 
 def _one_setting_factors(rows: list[dict]) -> str:
