@@ -224,14 +224,19 @@ def plus_attempts() -> str:
   return _factor_table("fmnist_plus_attempts.json")
 
 
+def _aa_fm(r) -> str:
+  """A suite row's mean AA / FM, naming the seeds when not all of them have run."""
+  if r is None or not r.get("runs"):
+    return NONE
+  fm = r["forgetting"]["mean"]
+  seeds = "" if len(r["runs"]) == len(r["seeds"]) else f" ({len(r['runs'])} of {len(r['seeds'])} seeds)"
+  return f"{r['average_accuracy']['mean']:.2f} / " + (NONE if fm is None else f"{fm:.2f}") + seeds
+
+
 def plus() -> str:
   """PAH+ against LwF (and fine-tuning, the floor) on every suite setting it ran: the bar is LwF's
   AA - 0.5 and FM <= 1.0."""
   _, settings, _, by = _suite_rows()
-
-  def aa_fm(r):
-    return f"{r['average_accuracy']['mean']:.2f} / {r['forgetting']['mean']:.2f}" if r and r["runs"] else NONE
-
   rows = []
   for s in settings:
     p, lwf = by.get((s, "pah_plus")), by.get((s, "lwf"))
@@ -240,22 +245,14 @@ def plus() -> str:
     aa, fm, bar = p["average_accuracy"]["mean"], p["forgetting"]["mean"], lwf["average_accuracy"]["mean"] - 0.5
     met = {"AA": aa >= bar, "FM": fm <= 1.0}
     verdict = "yes" if all(met.values()) else ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in met.items())
-    rows.append([s, aa_fm(p), aa_fm(lwf), aa_fm(by.get((s, "finetune"))), f"{bar:.2f}", verdict])
+    rows.append([s, _aa_fm(p), _aa_fm(lwf), _aa_fm(by.get((s, "finetune"))), f"{bar:.2f}", verdict])
   return table(["Setting", "PAH+ AA / FM", "LwF AA / FM", "Fine-tuning AA / FM", "bar: AA >=", "met?"], rows)
 
 
 def glance() -> str:
   """README: every entry of the offline suite, AA / FM, one column per setting (named as in SETTINGS)."""
   _, settings, entries, by = _suite_rows()
-
-  def cell(r):
-    if r is None or not r.get("runs"):
-      return NONE
-    fm = r["forgetting"]["mean"]
-    seeds = "" if len(r["runs"]) == len(r["seeds"]) else f" ({len(r['runs'])} of {len(r['seeds'])} seeds)"
-    return f"{r['average_accuracy']['mean']:.2f} / " + (NONE if fm is None else f"{fm:.2f}") + seeds
-
-  return table(["Method"] + [f"`{s}`" for s in settings], [[e] + [cell(by.get((s, e))) for s in settings]
+  return table(["Method"] + [f"`{s}`" for s in settings], [[e] + [_aa_fm(by.get((s, e))) for s in settings]
                                                            for e in entries])
 
 
